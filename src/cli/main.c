@@ -1,0 +1,188 @@
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/log.h"
+
+static int cmd_planned(const struct veil_cli_cmd *cmd, int argc, char **argv);
+static int cmd_help(const struct veil_cli_cmd *cmd, int argc, char **argv);
+static int cmd_version(const struct veil_cli_cmd *cmd, int argc, char **argv);
+
+static const struct veil_cli_cmd commands[] = {
+    {"demo", "build a local cluster, run a few apps and show their traffic encrypted",
+     "usage: veil demo\n\n"
+     "Creates a local multi-node cluster out of network namespaces, starts a few\n"
+     "ordinary programs as services, sends traffic between them and explains what\n"
+     "happened in plain words.\n",
+     veil_cli_demo},
+    {"control", "run the control plane (config, registry, CA, push)",
+     "usage: veil control [--state-dir DIR] [--config-dir DIR]\n\n"
+     "Runs the control plane in the foreground: config store, workload registry,\n"
+     "certificate authority, config push to proxies (15012), status (15014).\n",
+     cmd_planned},
+    {"node", "run the node proxy (transparent mTLS between workloads)",
+     "usage: veil node --name NODE [--control ADDR]\n\n"
+     "Runs the per-node L4 proxy: captures pod traffic, carries it over HBONE\n"
+     "(mutual TLS, HTTP/2 CONNECT on 15008), applies L4 policy, serves metrics.\n",
+     cmd_planned},
+    {"waypoint", "run a waypoint (L7 proxy for a namespace or service)",
+     "usage: veil waypoint --name NAME [--namespace NS]\n\n"
+     "Runs the L7 proxy: HTTP routing, retries, timeouts, L7 authorization,\n"
+     "request metrics and AI traffic controls.\n",
+     cmd_planned},
+    {"status", "say what the mesh is doing, in plain words",
+     "usage: veil status [--json] [--state-dir DIR]\n\n"
+     "Shows connected nodes, workloads and their identities, policies in force\n"
+     "and every refused configuration with its reason.\n",
+     cmd_planned},
+    {"apply", "add or change configuration from YAML files",
+     "usage: veil apply -f FILE|DIR [--state-dir DIR]\n", cmd_planned},
+    {"delete", "remove configuration named in YAML files",
+     "usage: veil delete -f FILE|DIR [--state-dir DIR]\n", cmd_planned},
+    {"cluster", "create or delete a local cluster of network namespaces",
+     "usage: veil cluster create [--name NAME] [--nodes K]\n"
+     "       veil cluster delete [--name NAME]\n",
+     cmd_planned},
+    {"run", "start a program as a pod on a node of the local cluster",
+     "usage: veil run --node NODE --name NAME [--namespace NS] [--service-account SA]\n"
+     "                [--label k=v]... [--no-mesh] -- CMD [ARGS...]\n",
+     cmd_planned},
+    {"exec", "run a command inside a pod", "usage: veil exec NAME -- CMD [ARGS...]\n",
+     cmd_planned},
+    {"logs", "show a pod's output", "usage: veil logs NAME\n", cmd_planned},
+    {"ca", "issue certificates for mesh identities",
+     "usage: veil ca issue --namespace NS --service-account SA --out DIR\n", cmd_planned},
+    {"debug", "tools for looking inside the mesh", "usage: veil debug watch --node NODE\n",
+     cmd_planned},
+    {"version", "print the version", "usage: veil version\n", cmd_version},
+    {"help", "list the commands, or explain one", "usage: veil help [COMMAND]\n", cmd_help},
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct veil_cli_cmd *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    }
+    return NULL;
+}
+
+static void print_overview(FILE *f)
+{
+    fprintf(f, "veil %s: a sidecar-less service mesh (mutual TLS between workloads,\n"
+               "no change to the apps)\n\n"
+               "usage: veil [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]\n\n"
+               "commands:\n",
+            VEIL_VERSION);
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun 'veil COMMAND --help' for more about a command.\n");
+}
+
+static int cmd_planned(const struct veil_cli_cmd *cmd, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr,
+            "veil %s: this build of veil %s does not have this role yet.\n"
+            "See README.md, section \"Status\", for what works today.\n",
+            cmd->name, VEIL_VERSION);
+    return VEIL_EXIT_UNAVAILABLE;
+}
+
+static int cmd_help(const struct veil_cli_cmd *cmd, int argc, char **argv)
+{
+    (void)cmd;
+    if (argc < 2) {
+        print_overview(stdout);
+        return 0;
+    }
+    const struct veil_cli_cmd *c = find_command(argv[1]);
+    if (c == NULL) {
+        fprintf(stderr, "veil help: unknown command '%s'; 'veil help' lists them\n", argv[1]);
+        return VEIL_EXIT_USAGE;
+    }
+    fputs(c->usage, stdout);
+    return 0;
+}
+
+static int cmd_version(const struct veil_cli_cmd *cmd, int argc, char **argv)
+{
+    (void)cmd;
+    (void)argc;
+    (void)argv;
+    printf("veil %s\n", VEIL_VERSION);
+    return 0;
+}
+
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            return 0;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Global options come before the command. Returns the index of the command. */
+static int parse_globals(int argc, char **argv)
+{
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *opt = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(opt, "--log-level") == 0 && val != NULL) {
+            enum veil_log_level l;
+            if (veil_log_parse_level(val, &l) != 0) {
+                fprintf(stderr, "veil: --log-level: unknown level '%s' "
+                                "(debug, info, warn, error, off)\n", val);
+                return -1;
+            }
+            veil_log_set_level(l);
+            i++;
+        } else if (strcmp(opt, "--log-format") == 0 && val != NULL) {
+            if (strcmp(val, "json") != 0 && strcmp(val, "text") != 0) {
+                fprintf(stderr, "veil: --log-format: expected text or json, got '%s'\n", val);
+                return -1;
+            }
+            veil_log_set_format(strcmp(val, "json") == 0 ? VEIL_LOG_JSON : VEIL_LOG_TEXT);
+            i++;
+        } else if (strcmp(opt, "--version") == 0) {
+            return -2;
+        } else if (strcmp(opt, "--help") == 0 || strcmp(opt, "-h") == 0) {
+            return argc;
+        } else {
+            fprintf(stderr, "veil: unknown option '%s'; 'veil help' lists the commands\n", opt);
+            return -1;
+        }
+    }
+    return i;
+}
+
+int main(int argc, char **argv)
+{
+    int i = parse_globals(argc, argv);
+    if (i == -2)
+        return cmd_version(NULL, 0, NULL);
+    if (i < 0)
+        return VEIL_EXIT_USAGE;
+    if (i >= argc) {
+        print_overview(stdout);
+        return 0;
+    }
+    const struct veil_cli_cmd *c = find_command(argv[i]);
+    if (c == NULL) {
+        fprintf(stderr, "veil: unknown command '%s'; 'veil help' lists them\n", argv[i]);
+        return VEIL_EXIT_USAGE;
+    }
+    if (wants_help(argc - i, argv + i)) {
+        fputs(c->usage, stdout);
+        return 0;
+    }
+    return c->run(c, argc - i, argv + i);
+}

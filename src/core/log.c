@@ -1,0 +1,160 @@
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Atomic int log_level = VEIL_LOG_INFO;
+static _Atomic int log_format = VEIL_LOG_TEXT;
+static _Atomic int log_fd = STDERR_FILENO;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
+static const char *const level_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR", "OFF  "};
+
+void veil_log_set_level(enum veil_log_level level)
+{
+    atomic_store_explicit(&log_level, (int)level, memory_order_relaxed);
+}
+
+void veil_log_set_format(enum veil_log_format format)
+{
+    atomic_store_explicit(&log_format, (int)format, memory_order_relaxed);
+}
+
+void veil_log_set_fd(int fd)
+{
+    atomic_store_explicit(&log_fd, fd, memory_order_relaxed);
+}
+
+enum veil_log_level veil_log_get_level(void)
+{
+    return (enum veil_log_level)atomic_load_explicit(&log_level, memory_order_relaxed);
+}
+
+int veil_log_parse_level(const char *s, enum veil_log_level *out)
+{
+    for (int i = VEIL_LOG_DEBUG; i <= VEIL_LOG_OFF; i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            *out = (enum veil_log_level)i;
+            return 0;
+        }
+    }
+    if (strcmp(s, "warning") == 0) {
+        *out = VEIL_LOG_WARN;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* Appends to a bounded line; `*pos` never passes `cap`. */
+struct line {
+    char *buf;
+    size_t pos, cap;
+};
+
+static void line_putc(struct line *l, char c)
+{
+    if (l->pos < l->cap)
+        l->buf[l->pos++] = c;
+}
+
+static void line_puts(struct line *l, const char *s)
+{
+    while (*s != '\0')
+        line_putc(l, *s++);
+}
+
+static void line_json_escaped(struct line *l, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            line_putc(l, '\\');
+            line_putc(l, (char)c);
+        } else if (c == '\n') {
+            line_puts(l, "\\n");
+        } else if (c == '\t') {
+            line_puts(l, "\\t");
+        } else if (c == '\r') {
+            line_puts(l, "\\r");
+        } else if (c < 0x20) {
+            line_puts(l, "\\u00");
+            line_putc(l, hex[c >> 4]);
+            line_putc(l, hex[c & 0xf]);
+        } else {
+            line_putc(l, (char)c);
+        }
+    }
+}
+
+static void format_time(char *out, size_t n)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+void veil_logv(enum veil_log_level level, const char *module, const char *fmt, va_list ap)
+{
+    if (level < veil_log_get_level() || level >= VEIL_LOG_OFF)
+        return;
+    char msg[VEIL_LOG_MAX], ts[40], out[VEIL_LOG_MAX + 256];
+    int m = vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (m >= (int)sizeof(msg))
+        memcpy(msg + sizeof(msg) - 4, "...", 4);
+    format_time(ts, sizeof(ts));
+
+    /* Leave room for the closing characters so a record is always whole. */
+    struct line l = {out, 0, sizeof(out) - 3};
+    if (atomic_load_explicit(&log_format, memory_order_relaxed) == VEIL_LOG_JSON) {
+        line_puts(&l, "{\"ts\":\"");
+        line_puts(&l, ts);
+        line_puts(&l, "\",\"level\":\"");
+        line_puts(&l, level_names[level]);
+        line_puts(&l, "\",\"module\":\"");
+        line_json_escaped(&l, module);
+        line_puts(&l, "\",\"msg\":\"");
+        line_json_escaped(&l, msg);
+        l.cap += 2;
+        line_puts(&l, "\"}");
+    } else {
+        line_puts(&l, ts);
+        line_putc(&l, ' ');
+        line_puts(&l, level_tags[level]);
+        line_putc(&l, ' ');
+        line_puts(&l, module);
+        line_puts(&l, ": ");
+        line_puts(&l, msg);
+    }
+    l.cap = sizeof(out);
+    line_putc(&l, '\n');
+    write_all(atomic_load_explicit(&log_fd, memory_order_relaxed), out, l.pos);
+}
+
+void veil_log(enum veil_log_level level, const char *module, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    veil_logv(level, module, fmt, ap);
+    va_end(ap);
+}
