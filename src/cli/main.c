@@ -48,8 +48,7 @@ static const struct veil_cli_cmd commands[] = {
      "usage: veil run --node NODE --name NAME [--namespace NS] [--service-account SA]\n"
      "                [--label k=v]... [--no-mesh] -- CMD [ARGS...]\n",
      cmd_planned},
-    {"exec", "run a command inside a pod", "usage: veil exec NAME -- CMD [ARGS...]\n",
-     cmd_planned},
+    {"exec", "run a command inside a pod", "usage: veil exec NAME -- CMD [ARGS...]\n", cmd_planned},
     {"logs", "show a pod's output", "usage: veil logs NAME\n", cmd_planned},
     {"ca", "issue certificates for mesh identities",
      "usage: veil ca issue --namespace NS --service-account SA --out DIR\n", cmd_planned},
@@ -72,10 +71,11 @@ static const struct veil_cli_cmd *find_command(const char *name)
 
 static void print_overview(FILE *f)
 {
-    fprintf(f, "veil %s: a sidecar-less service mesh (mutual TLS between workloads,\n"
-               "no change to the apps)\n\n"
-               "usage: veil [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]\n\n"
-               "commands:\n",
+    fprintf(f,
+            "veil %s: a sidecar-less service mesh (mutual TLS between workloads,\n"
+            "no change to the apps)\n\n"
+            "usage: veil [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]\n\n"
+            "commands:\n",
             VEIL_VERSION);
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
@@ -139,8 +139,10 @@ static int parse_globals(int argc, char **argv)
         if (strcmp(opt, "--log-level") == 0 && val != NULL) {
             enum veil_log_level l;
             if (veil_log_parse_level(val, &l) != 0) {
-                fprintf(stderr, "veil: --log-level: unknown level '%s' "
-                                "(debug, info, warn, error, off)\n", val);
+                fprintf(stderr,
+                        "veil: --log-level: unknown level '%s' "
+                        "(debug, info, warn, error, off)\n",
+                        val);
                 return -1;
             }
             veil_log_set_level(l);

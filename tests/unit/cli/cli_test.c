@@ -40,8 +40,8 @@ static void test_version(void **state)
 }
 
 static const char *const subcommands[] = {
-    "demo", "control", "node", "waypoint", "status", "apply", "delete",
-    "cluster", "run", "exec", "logs", "ca", "debug", "version", "help",
+    "demo", "control", "node", "waypoint", "status", "apply",   "delete", "cluster",
+    "run",  "exec",    "logs", "ca",       "debug",  "version", "help",
 };
 
 static void test_help_lists_every_command(void **state)

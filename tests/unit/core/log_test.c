@@ -57,8 +57,8 @@ static void test_text_line(void **state)
     veil_log(VEIL_LOG_WARN, "loop", "slow by %d ms", 42);
     const char *out = drain(c);
     assert_non_null(strstr(out, " WARN  loop: slow by 42 ms\n"));
-    assert_int_equal(out[4], '-');   /* 2026-... */
-    assert_int_equal(out[23], 'Z');  /* millisecond UTC timestamp */
+    assert_int_equal(out[4], '-');  /* 2026-... */
+    assert_int_equal(out[23], 'Z'); /* millisecond UTC timestamp */
     assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out));
 }
 
