@@ -19,5 +19,6 @@ struct veil_cli_cmd {
 };
 
 int veil_cli_demo(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_ca(const struct veil_cli_cmd *cmd, int argc, char **argv);
 
 #endif

@@ -51,7 +51,12 @@ static const struct veil_cli_cmd commands[] = {
     {"exec", "run a command inside a pod", "usage: veil exec NAME -- CMD [ARGS...]\n", cmd_planned},
     {"logs", "show a pod's output", "usage: veil logs NAME\n", cmd_planned},
     {"ca", "issue certificates for mesh identities",
-     "usage: veil ca issue --namespace NS --service-account SA --out DIR\n", cmd_planned},
+     "usage: veil ca issue --namespace NS --service-account SA --out DIR\n"
+     "                     [--lifetime SECONDS] [--state-dir DIR]\n\n"
+     "Writes key.pem, cert-chain.pem and root-cert.pem for the identity\n"
+     "spiffe://<trust-domain>/ns/NS/sa/SA, signed by the control plane's CA.\n"
+     "Run it on the control plane's host.\n",
+     veil_cli_ca},
     {"debug", "tools for looking inside the mesh", "usage: veil debug watch --node NODE\n",
      cmd_planned},
     {"version", "print the version", "usage: veil version\n", cmd_version},
