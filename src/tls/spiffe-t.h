@@ -10,10 +10,11 @@
 #define VEIL_SPIFFE_LABEL_MAX     63
 #define VEIL_SPIFFE_SUBDOMAIN_MAX 253
 
-/* The two shapes of identity veil issues and accepts. */
+/* The shapes of identity veil issues and accepts. */
 enum veil_spiffe_kind {
     VEIL_SPIFFE_WORKLOAD = 1, /* spiffe://<td>/ns/<namespace>/sa/<service-account> */
     VEIL_SPIFFE_NODE = 2,     /* spiffe://<td>/veil/node/<node-name> */
+    VEIL_SPIFFE_CONTROL = 3,  /* spiffe://<td>/veil/control: the control plane */
 };
 
 /*

@@ -160,6 +160,8 @@ int veil_spiffe_parse(const char *uri, struct veil_spiffe_id *out)
                subdomain_ok(s[2].p, s[2].n)) {
         out->kind = VEIL_SPIFFE_NODE;
         memcpy(out->node, s[2].p, s[2].n);
+    } else if (count == 2 && seg_is(&s[0], "veil") && seg_is(&s[1], "control")) {
+        out->kind = VEIL_SPIFFE_CONTROL;
     } else {
         memset(out, 0, sizeof(*out));
         return -EINVAL;

@@ -118,6 +118,11 @@ static void test_parse_good(void **state)
     assert_string_equal(id.node, "worker-3");
     assert_string_equal(id.ns, "");
     assert_string_equal(id.sa, "");
+
+    assert_int_equal(veil_spiffe_parse("spiffe://cluster.local/veil/control", &id), 0);
+    assert_int_equal(id.kind, VEIL_SPIFFE_CONTROL);
+    assert_string_equal(id.node, "");
+    assert_int_not_equal(veil_spiffe_parse("spiffe://cluster.local/veil/control/x", &id), 0);
 }
 
 static void test_parse_bad(void **state)
