@@ -34,7 +34,7 @@ FUZZ_SRC  := $(shell find tests/fuzz -name '*_fuzz.c' | sort)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/%)
 LINT_SRC  := $(shell find src tests bench -name '*.[ch]' | sort)
 
-.PHONY: all setup veil-bin test unit-build asan fuzz lint demo clean
+.PHONY: all setup veil-bin test unit-build asan fuzz fuzz-bins lint format demo clean
 .DEFAULT_GOAL := all
 
 all: setup
@@ -78,7 +78,9 @@ asan: setup
 	@tests/run build-asan
 
 fuzz: setup
-	@$(MAKE) --no-print-directory $(FUZZ_BIN) B=build-fuzz FUZZ=1
+	@$(MAKE) --no-print-directory fuzz-bins B=build-fuzz FUZZ=1
+
+fuzz-bins: $(FUZZ_BIN)
 
 lint: setup
 	clang-format --dry-run --Werror $(LINT_SRC)
