@@ -19,6 +19,11 @@ struct veil_cli_cmd {
 };
 
 int veil_cli_demo(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_control(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_apply(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_delete(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_status(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_debug(const struct veil_cli_cmd *cmd, int argc, char **argv);
 int veil_cli_ca(const struct veil_cli_cmd *cmd, int argc, char **argv);
 
 #endif

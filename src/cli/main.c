@@ -17,10 +17,15 @@ static const struct veil_cli_cmd commands[] = {
      "happened in plain words.\n",
      veil_cli_demo},
     {"control", "run the control plane (config, registry, CA, push)",
-     "usage: veil control [--state-dir DIR] [--config-dir DIR]\n\n"
+     "usage: veil control [--state-dir DIR] [--config-dir DIR] [--trust-domain TD]\n"
+     "                    [--listen ADDR] [--push-port N] [--status-port N]\n"
+     "                    [--service-cidr CIDR] [--cert-lifetime SECONDS]\n"
+     "                    [--ca-cert FILE --ca-key FILE [--ca-roots FILE]]\n\n"
      "Runs the control plane in the foreground: config store, workload registry,\n"
-     "certificate authority, config push to proxies (15012), status (15014).\n",
-     cmd_planned},
+     "certificate authority, config push to proxies (15012), status and metrics\n"
+     "(15014). The state dir defaults to $VEIL_STATE_DIR or /var/lib/veil; the\n"
+     "config dir (watched for changes) to STATE_DIR/config.\n",
+     veil_cli_control},
     {"node", "run the node proxy (transparent mTLS between workloads)",
      "usage: veil node --name NODE [--control ADDR]\n\n"
      "Runs the per-node L4 proxy: captures pod traffic, carries it over HBONE\n"
@@ -35,11 +40,16 @@ static const struct veil_cli_cmd commands[] = {
      "usage: veil status [--json] [--state-dir DIR]\n\n"
      "Shows connected nodes, workloads and their identities, policies in force\n"
      "and every refused configuration with its reason.\n",
-     cmd_planned},
+     veil_cli_status},
     {"apply", "add or change configuration from YAML files",
-     "usage: veil apply -f FILE|DIR [--state-dir DIR]\n", cmd_planned},
+     "usage: veil apply -f FILE|DIR [-f ...] [--state-dir DIR]\n\n"
+     "Adds or changes the resources in the files, all or nothing: one bad\n"
+     "resource refuses the whole apply, with its file, line and reason.\n",
+     veil_cli_apply},
     {"delete", "remove configuration named in YAML files",
-     "usage: veil delete -f FILE|DIR [--state-dir DIR]\n", cmd_planned},
+     "usage: veil delete -f FILE|DIR [-f ...] [--state-dir DIR]\n\n"
+     "Removes the resources named in the files (all or nothing).\n",
+     veil_cli_delete},
     {"cluster", "create or delete a local cluster of network namespaces",
      "usage: veil cluster create [--name NAME] [--nodes K]\n"
      "       veil cluster delete [--name NAME]\n",
@@ -57,8 +67,14 @@ static const struct veil_cli_cmd commands[] = {
      "spiffe://<trust-domain>/ns/NS/sa/SA, signed by the control plane's CA.\n"
      "Run it on the control plane's host.\n",
      veil_cli_ca},
-    {"debug", "tools for looking inside the mesh", "usage: veil debug watch --node NODE\n",
-     cmd_planned},
+    {"debug", "tools for looking inside the mesh",
+     "usage: veil debug watch --node NODE [--version V] [--count N] [--ack | --nack REASON]\n"
+     "                        [--state-dir DIR] [--addr ADDR]\n\n"
+     "Joins the local control plane as NODE and prints the configuration updates\n"
+     "that node receives, one JSON object per line. By default it only observes;\n"
+     "--ack acknowledges each version as the node proxy would (it then counts as\n"
+     "the node), --nack REASON rejects each one. --count N exits after N updates.\n",
+     veil_cli_debug},
     {"version", "print the version", "usage: veil version\n", cmd_version},
     {"help", "list the commands, or explain one", "usage: veil help [COMMAND]\n", cmd_help},
 };

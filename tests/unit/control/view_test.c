@@ -1,0 +1,585 @@
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "control/store.h"
+#include "control/view.h"
+#include "core/alloc.h"
+#include "core/conf.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void apply(struct veil_store *s, const char *text)
+{
+    struct veil_conf *c = NULL;
+    struct veil_conf_err err;
+    if (veil_conf_parse_yaml(&c, text, strlen(text), "t.yaml", &err) != 0)
+        fail_msg("yaml: %d: %s", err.line, err.msg);
+    if (veil_store_apply(s, &c, 1, NULL, &err) != 0)
+        fail_msg("apply: %d: %s", err.line, err.msg);
+    veil_conf_free(c);
+}
+
+static void del(struct veil_store *s, const char *id)
+{
+    assert_int_equal(veil_store_delete(s, &id, 1, NULL, NULL), 0);
+}
+
+#define SVC(name, sel)                                                                             \
+    "apiVersion: v1\nkind: Service\nmetadata: {name: " name "}\nspec:\n  selector: {app: " sel     \
+    "}\n  ports: [{name: http, port: 80, targetPort: http}, {name: raw, port: 81, targetPort: "    \
+    "9000}]\n"
+#define POD_NS(ns, name, app, node, ip)                                                            \
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: " name ", namespace: " ns ", labels: {app: " app  \
+    "}}\nspec:\n  nodeName: " node "\n  serviceAccountName: sa-" app "\n  containers: [{name: "    \
+    "c, ports: [{name: http, containerPort: 8080}]}]\nstatus: {podIP: " ip "}\n"
+#define POD(name, app, node, ip) POD_NS("default", name, app, node, ip)
+#define POLICY(ns, name)                                                                           \
+    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: " name          \
+    ", namespace: " ns "}\nspec: {action: DENY, rules: [{from: [{source: {namespaces: [x]}}]}]}\n"
+
+/* A parsed update: keys of upserts and removals. */
+struct upd {
+    json_t *root;
+    uint64_t version;
+    bool full;
+};
+
+static struct upd parse_update(char *text)
+{
+    struct upd u = {0};
+    assert_non_null(text);
+    json_error_t je;
+    u.root = json_loads(text, 0, &je);
+    if (u.root == NULL)
+        fail_msg("bad JSON: %s: %s", je.text, text);
+    assert_string_equal(json_string_value(json_object_get(u.root, "type")), "update");
+    u.version = (uint64_t)json_integer_value(json_object_get(u.root, "version"));
+    u.full = json_is_true(json_object_get(u.root, "full"));
+    veil_free(text);
+    return u;
+}
+
+static json_t *upsert(const struct upd *u, const char *key)
+{
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(u->root, "upserts"), i, it)
+    {
+        if (strcmp(json_string_value(json_object_get(it, "key")), key) == 0)
+            return it;
+    }
+    return NULL;
+}
+
+static bool removed(const struct upd *u, const char *key)
+{
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(u->root, "removals"), i, it)
+    {
+        if (strcmp(json_string_value(it), key) == 0)
+            return true;
+    }
+    return false;
+}
+
+static size_t nupserts(const struct upd *u)
+{
+    return json_array_size(json_object_get(u->root, "upserts"));
+}
+
+static size_t nremovals(const struct upd *u)
+{
+    return json_array_size(json_object_get(u->root, "removals"));
+}
+
+struct fx {
+    struct veil_store *s;
+    struct veil_views *v;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    struct veil_store_opts o = {.service_cidr = "198.19.0.0/16"};
+    assert_int_equal(veil_store_open(&f->s, &o, NULL), 0);
+    apply(
+        f->s,
+        SVC("web", "web") "---\n" POD("web-1", "web", "n1", "10.0.0.1") "---\n" POD("web-2", "web", "n2", "10.0.0.2") "---\n" POD(
+            "db-1", "db", "n2",
+            "10.0.0.3") "---\n" POD_NS("other", "web-x", "web", "n3",
+                                       "10.0.9.9") "---\n" POLICY("istio-system",
+                                                                  "root") "---\n" POLICY("default",
+                                                                                         "deny") "-"
+                                                                                                 "-"
+                                                                                                 "-"
+                                                                                                 "\n" POLICY(
+                                                                                                     "other",
+                                                                                                     "o"));
+    struct veil_views_opts vo = {.node_log_max = 64};
+    f->v = veil_views_new(f->s, &vo);
+    assert_non_null(f->v);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    veil_views_free(f->v);
+    veil_store_free(f->s);
+    free(f);
+    return 0;
+}
+
+static void test_node_view(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *sub;
+    char *json;
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, false, &sub, &json), 0);
+    struct upd u = parse_update(json);
+    assert_true(u.full);
+    assert_int_equal(u.version, veil_store_version(f->s));
+    assert_non_null(upsert(&u, "Workload/default/web-1"));
+    assert_null(upsert(&u, "Workload/default/web-2"));
+    assert_null(upsert(&u, "Workload/other/web-x"));
+    assert_non_null(upsert(&u, "AuthorizationPolicy/istio-system/root"));
+    assert_non_null(upsert(&u, "AuthorizationPolicy/default/deny"));
+    assert_null(upsert(&u, "AuthorizationPolicy/other/o"));
+    assert_int_equal(nupserts(&u), 4); /* workload, service, two policies */
+    /* The service: endpoints in its namespace only, named targetPort resolved. */
+    json_t *svc = json_object_get(upsert(&u, "Service/default/web"), "spec");
+    assert_string_equal(json_string_value(json_object_get(svc, "clusterIP")), "198.19.0.1");
+    json_t *eps = json_object_get(svc, "endpoints");
+    assert_int_equal(json_array_size(eps), 2);
+    json_t *e0 = json_array_get(eps, 0);
+    assert_string_equal(json_string_value(json_object_get(e0, "address")), "10.0.0.1");
+    assert_string_equal(json_string_value(json_object_get(e0, "node")), "n1");
+    assert_string_equal(json_string_value(json_object_get(e0, "identity")),
+                        "spiffe://cluster.local/ns/default/sa/sa-web");
+    json_t *p0 = json_array_get(json_object_get(e0, "ports"), 0);
+    assert_int_equal(json_integer_value(json_object_get(p0, "port")), 80);
+    assert_int_equal(json_integer_value(json_object_get(p0, "targetPort")), 8080);
+    json_t *p1 = json_array_get(json_object_get(e0, "ports"), 1);
+    assert_int_equal(json_integer_value(json_object_get(p1, "targetPort")), 9000);
+    json_t *w = json_object_get(upsert(&u, "Workload/default/web-1"), "spec");
+    assert_string_equal(json_string_value(json_object_get(w, "identity")),
+                        "spiffe://cluster.local/ns/default/sa/sa-web");
+    json_decref(u.root);
+    /* Nothing changed: nothing to send. */
+    assert_int_equal(veil_view_poll(sub, &json), 0);
+    assert_null(json);
+    /* n3 has a workload in "other" only. */
+    struct veil_view_sub *s3;
+    assert_int_equal(veil_view_subscribe(f->v, "n3", 0, false, &s3, &json), 0);
+    u = parse_update(json);
+    assert_non_null(upsert(&u, "AuthorizationPolicy/other/o"));
+    assert_null(upsert(&u, "AuthorizationPolicy/default/deny"));
+    json_decref(u.root);
+    veil_view_unsubscribe(s3);
+    veil_view_unsubscribe(sub);
+}
+
+static void test_deltas_reach_right_nodes(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *s1, *s2, *s3;
+    char *json;
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, false, &s1, &json), 0);
+    veil_free(json);
+    assert_int_equal(veil_view_subscribe(f->v, "n2", 0, false, &s2, &json), 0);
+    veil_free(json);
+    assert_int_equal(veil_view_subscribe(f->v, "n3", 0, false, &s3, &json), 0);
+    veil_free(json);
+    uint64_t v0 = veil_store_version(f->s);
+
+    /* web-2 (n2) leaves the service by a label change. */
+    apply(f->s, POD("web-2", "api", "n2", "10.0.0.2"));
+    assert_int_equal(veil_view_poll(s1, &json), 0);
+    struct upd u = parse_update(json);
+    assert_false(u.full);
+    assert_true(u.version > v0);
+    assert_int_equal(nupserts(&u), 1); /* the service only */
+    json_t *eps =
+        json_object_get(json_object_get(upsert(&u, "Service/default/web"), "spec"), "endpoints");
+    assert_int_equal(json_array_size(eps), 1);
+    json_decref(u.root);
+    assert_int_equal(veil_view_poll(s2, &json), 0);
+    u = parse_update(json);
+    assert_int_equal(nupserts(&u), 2); /* the service and its own workload */
+    assert_non_null(upsert(&u, "Workload/default/web-2"));
+    json_decref(u.root);
+    assert_int_equal(veil_view_poll(s3, &json), 0);
+    u = parse_update(json);
+    assert_int_equal(nupserts(&u), 1);
+    json_decref(u.root);
+    assert_int_equal(veil_view_poll(s1, &json), 0);
+    assert_null(json);
+
+    /* A policy in "default": n1, n2 get it; n3 (no workload there) does not. */
+    apply(f->s, POLICY("default", "deny2"));
+    assert_int_equal(veil_view_poll(s1, &json), 0);
+    u = parse_update(json);
+    assert_non_null(upsert(&u, "AuthorizationPolicy/default/deny2"));
+    json_decref(u.root);
+    assert_int_equal(veil_view_poll(s3, &json), 0);
+    assert_null(json);
+    assert_int_equal(veil_view_poll(s2, &json), 0);
+    veil_free(json);
+
+    /* The only "default" workload of n1 moves to n3: n1 loses the workload and
+     * the default policies; n3 gains them. */
+    apply(f->s, POD("web-1", "web", "n3", "10.0.0.1"));
+    assert_int_equal(veil_view_poll(s1, &json), 0);
+    u = parse_update(json);
+    assert_true(removed(&u, "Workload/default/web-1"));
+    assert_true(removed(&u, "AuthorizationPolicy/default/deny"));
+    assert_true(removed(&u, "AuthorizationPolicy/default/deny2"));
+    assert_int_equal(nremovals(&u), 3);
+    assert_non_null(upsert(&u, "Service/default/web")); /* its endpoint's node changed */
+    json_decref(u.root);
+    assert_int_equal(veil_view_poll(s3, &json), 0);
+    u = parse_update(json);
+    assert_non_null(upsert(&u, "Workload/default/web-1"));
+    assert_non_null(upsert(&u, "AuthorizationPolicy/default/deny"));
+    assert_non_null(upsert(&u, "AuthorizationPolicy/default/deny2"));
+    json_decref(u.root);
+    assert_int_equal(veil_view_poll(s2, &json), 0);
+    u = parse_update(json);
+    assert_int_equal(nupserts(&u), 1);
+    assert_int_equal(nremovals(&u), 0);
+    json_decref(u.root);
+
+    /* Delete: a removal. */
+    del(f->s, "Service/default/web");
+    assert_int_equal(veil_view_poll(s2, &json), 0);
+    u = parse_update(json);
+    assert_true(removed(&u, "Service/default/web"));
+    json_decref(u.root);
+    veil_view_unsubscribe(s1);
+    veil_view_unsubscribe(s2);
+    veil_view_unsubscribe(s3);
+}
+
+static void test_resume(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *s;
+    char *json;
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, false, &s, &json), 0);
+    struct upd u = parse_update(json);
+    uint64_t v1 = u.version;
+    json_decref(u.root);
+    veil_view_ack(s, v1);
+    veil_view_unsubscribe(s);
+
+    /* While away: one change that matters to n1, one that does not. */
+    apply(f->s, POD("web-1", "web", "n1", "10.0.0.11"));
+    apply(f->s, POD("db-1", "db2", "n2", "10.0.0.3"));
+    assert_int_equal(veil_view_subscribe(f->v, "n1", v1, false, &s, &json), 0);
+    u = parse_update(json);
+    assert_false(u.full);
+    assert_int_equal(u.version, veil_store_version(f->s));
+    assert_int_equal(nupserts(&u), 2);
+    assert_non_null(upsert(&u, "Workload/default/web-1"));
+    assert_non_null(upsert(&u, "Service/default/web"));
+    assert_int_equal(nremovals(&u), 0);
+    uint64_t v2 = u.version;
+    json_decref(u.root);
+    veil_view_unsubscribe(s);
+
+    /* Up to date: nothing. */
+    assert_int_equal(veil_view_subscribe(f->v, "n1", v2, false, &s, &json), 0);
+    assert_null(json);
+    veil_view_unsubscribe(s);
+
+    /* The node says it only has v1 (it never applied v2): resent. */
+    assert_int_equal(veil_view_subscribe(f->v, "n1", v1, false, &s, &json), 0);
+    u = parse_update(json);
+    assert_false(u.full);
+    assert_int_equal(nupserts(&u), 2);
+    json_decref(u.root);
+    veil_view_unsubscribe(s);
+
+    /* A removal while away. */
+    del(f->s, "AuthorizationPolicy/default/deny");
+    assert_int_equal(veil_view_subscribe(f->v, "n1", v2, false, &s, &json), 0);
+    u = parse_update(json);
+    assert_int_equal(nupserts(&u), 0);
+    assert_true(removed(&u, "AuthorizationPolicy/default/deny"));
+    json_decref(u.root);
+    veil_view_unsubscribe(s);
+
+    /* Unknown node, version 0, a version never sent: full. */
+    assert_int_equal(veil_view_subscribe(f->v, "n9", 5, false, &s, &json), 0);
+    u = parse_update(json);
+    assert_true(u.full);
+    json_decref(u.root);
+    veil_view_unsubscribe(s);
+    assert_int_equal(
+        veil_view_subscribe(f->v, "n1", veil_store_version(f->s) + 10, false, &s, &json), 0);
+    u = parse_update(json);
+    assert_true(u.full);
+    json_decref(u.root);
+    veil_view_unsubscribe(s);
+}
+
+static void test_too_old(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *s;
+    char *json;
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, false, &s, &json), 0);
+    struct upd u = parse_update(json);
+    uint64_t v1 = u.version;
+    json_decref(u.root);
+    /* More changes than the node's log (64) keeps. */
+    for (int i = 0; i < 70; i++) {
+        char text[512];
+        snprintf(text, sizeof(text), POD("web-1", "web", "n1", "10.0.1.%d"), i);
+        apply(f->s, text);
+        assert_int_equal(veil_view_poll(s, &json), 0);
+        json_decref(parse_update(json).root);
+    }
+    veil_view_unsubscribe(s);
+    assert_int_equal(veil_view_subscribe(f->v, "n1", v1, false, &s, &json), 0);
+    u = parse_update(json);
+    assert_true(u.full);
+    json_decref(u.root);
+    veil_view_unsubscribe(s);
+}
+
+static void test_ack_nack_status(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *s, *obs;
+    char *json;
+    struct veil_view_node_status st;
+    assert_false(veil_views_node_status(f->v, "nobody", &st));
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, false, &s, &json), 0);
+    struct upd u = parse_update(json);
+    json_decref(u.root);
+    veil_view_ack(s, u.version);
+    apply(f->s, POD("web-1", "web", "n1", "10.0.0.12"));
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    struct upd u2 = parse_update(json);
+    json_decref(u2.root);
+    veil_view_nack(s, u2.version, "cannot apply: bad thing");
+    /* An observer: its own snapshot, its acks do not count. */
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, true, &obs, &json), 0);
+    veil_free(json);
+    veil_view_ack(obs, 999);
+    assert_true(veil_views_node_status(f->v, "n1", &st));
+    assert_true(st.subscribed);
+    assert_int_equal(st.workloads, 1);
+    assert_int_equal(st.sent, u2.version);
+    assert_int_equal(st.acked, u.version);
+    assert_int_equal(st.nacked, u2.version);
+    assert_string_equal(st.nack_reason, "cannot apply: bad thing");
+    /* A new stream supersedes the old one. */
+    struct veil_view_sub *s2;
+    assert_int_equal(veil_view_subscribe(f->v, "n1", u2.version, false, &s2, &json), 0);
+    assert_null(json);
+    assert_int_equal(veil_view_poll(s, &json), -ESTALE);
+    veil_view_unsubscribe(s);
+    assert_true(veil_views_node_status(f->v, "n1", &st));
+    assert_true(st.subscribed);
+    veil_view_unsubscribe(s2);
+    veil_view_unsubscribe(obs);
+    assert_true(veil_views_node_status(f->v, "n1", &st));
+    assert_false(st.subscribed);
+}
+
+static void test_may_have(void **state)
+{
+    struct fx *f = *state;
+    assert_true(veil_view_node_may_have(f->v, "n1", "default", "sa-web"));
+    assert_false(veil_view_node_may_have(f->v, "n1", "default", "sa-db"));
+    assert_true(veil_view_node_may_have(f->v, "n2", "default", "sa-db"));
+    assert_false(veil_view_node_may_have(f->v, "n3", "default", "sa-web"));
+    assert_true(veil_view_node_may_have(f->v, "n3", "other", "sa-web"));
+    assert_false(veil_view_node_may_have(f->v, "n9", "default", "sa-web"));
+    del(f->s, "Pod/default/web-1");
+    assert_false(veil_view_node_may_have(f->v, "n1", "default", "sa-web"));
+}
+
+static void test_no_selector_and_workload_entry(void **state)
+{
+    struct fx *f = *state;
+    apply(f->s,
+          "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec: {ports: [{port: 80}]}\n"
+          "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: "
+          "vm, labels: {app: web, veil.io/node: n1}}\nspec: {address: 10.0.5.5, ports: "
+          "{http: 7070}, serviceAccount: vm}\n");
+    const char *ext = veil_views_item(f->v, "Service/default/ext");
+    assert_non_null(ext);
+    assert_non_null(strstr(ext, "\"endpoints\":[]"));
+    const char *web = veil_views_item(f->v, "Service/default/web");
+    assert_non_null(strstr(web, "\"address\":\"10.0.5.5\""));
+    assert_non_null(strstr(web, "\"targetPort\":7070"));
+    assert_true(veil_view_node_may_have(f->v, "n1", "default", "vm"));
+}
+
+static size_t endpoints(struct fx *f, const char *key)
+{
+    json_error_t je;
+    json_t *it = json_loads(veil_views_item(f->v, key), 0, &je);
+    assert_non_null(it);
+    size_t n = json_array_size(json_object_get(json_object_get(it, "spec"), "endpoints"));
+    json_decref(it);
+    return n;
+}
+
+static void test_selectors(void **state)
+{
+    struct fx *f = *state;
+    apply(f->s, "apiVersion: v1\nkind: Service\nmetadata: {name: multi}\nspec: {selector: {app: "
+                "web, tier: fe}, ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\n"
+                "metadata: {name: every}\nspec: {selector: {}, ports: [{port: 80}]}\n");
+    assert_int_equal(endpoints(f, "Service/default/multi"), 0);
+    assert_int_equal(endpoints(f, "Service/default/every"), 3);
+    struct veil_view_sub *s;
+    char *json;
+    assert_int_equal(veil_view_subscribe(f->v, "n2", 0, false, &s, &json), 0);
+    veil_free(json);
+    /* A label that is not the selector's first pair brings web-1 in. */
+    apply(f->s, "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, labels: {app: web, tier: "
+                "fe}}\nspec: {nodeName: n1}\nstatus: {podIP: 10.0.0.1}\n");
+    assert_int_equal(endpoints(f, "Service/default/multi"), 1);
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    struct upd u = parse_update(json);
+    assert_non_null(upsert(&u, "Service/default/multi"));
+    assert_non_null(upsert(&u, "Service/default/every")); /* its serviceAccount changed */
+    json_decref(u.root);
+    /* The directory source: what vanishes from it is removed for the nodes. */
+    struct veil_conf *c;
+    const char *dir = POD("dir-pod", "zzz", "n2", "10.0.0.50");
+    assert_int_equal(veil_conf_parse_yaml(&c, dir, strlen(dir), "d.yaml", NULL), 0);
+    assert_int_equal(veil_store_replace_dir(f->s, &c, 1, NULL, NULL), 0);
+    veil_conf_free(c);
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    u = parse_update(json);
+    assert_non_null(upsert(&u, "Workload/default/dir-pod"));
+    json_decref(u.root);
+    assert_int_equal(veil_store_replace_dir(f->s, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    u = parse_update(json);
+    assert_true(removed(&u, "Workload/default/dir-pod"));
+    json_decref(u.root);
+    assert_int_equal(endpoints(f, "Service/default/every"), 3);
+    veil_view_unsubscribe(s);
+}
+
+/* 100 nodes x 2,000 workloads; one change reaches the right nodes. */
+static void test_scale_small(void **state)
+{
+    (void)state;
+    struct veil_store *s;
+    assert_int_equal(veil_store_open(&s, NULL, NULL), 0);
+    size_t cap = 2000 * 400 + 200 * 300, len = 0;
+    char *text = malloc(cap);
+    for (int i = 0; i < 200; i++)
+        len += (size_t)snprintf(text + len, cap - len,
+                                "apiVersion: v1\nkind: Service\nmetadata: {name: svc-%d}\nspec: "
+                                "{selector: {app: a%d}, ports: [{port: 80}]}\n---\n",
+                                i, i);
+    for (int i = 0; i < 2000; i++)
+        len += (size_t)snprintf(text + len, cap - len,
+                                "apiVersion: v1\nkind: Pod\nmetadata: {name: p-%d, labels: {app: "
+                                "a%d}}\nspec: {nodeName: node-%d}\nstatus: {podIP: 10.%d.%d.%d}\n"
+                                "---\n",
+                                i, i % 200, i % 100, 1, i / 250, i % 250);
+    apply(s, text);
+    free(text);
+    struct veil_views *v = veil_views_new(s, NULL);
+    struct veil_view_sub *subs[100];
+    char *json;
+    for (int i = 0; i < 100; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "node-%d", i);
+        assert_int_equal(veil_view_subscribe(v, name, 0, false, &subs[i], &json), 0);
+        struct upd u = parse_update(json);
+        assert_int_equal(nupserts(&u), 200 + 20);
+        json_decref(u.root);
+    }
+    apply(s, "apiVersion: v1\nkind: Pod\nmetadata: {name: p-7, labels: {app: a8}}\nspec: "
+             "{nodeName: node-7}\nstatus: {podIP: 10.1.0.7}\n");
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(veil_view_poll(subs[i], &json), 0);
+        struct upd u = parse_update(json);
+        assert_non_null(upsert(&u, "Service/default/svc-7"));
+        assert_non_null(upsert(&u, "Service/default/svc-8"));
+        assert_int_equal(nupserts(&u), i == 7 ? 3 : 2);
+        json_decref(u.root);
+        veil_view_unsubscribe(subs[i]);
+    }
+    veil_views_free(v);
+    veil_store_free(s);
+}
+
+static void test_alloc_failures(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *s;
+    char *json;
+    for (long n = 0;; n++) {
+        veil_alloc_fail_after(n);
+        int rc = veil_view_subscribe(f->v, "n1", 0, false, &s, &json);
+        veil_alloc_fail_reset();
+        if (rc == 0)
+            break;
+        assert_int_equal(rc, -ENOMEM);
+    }
+    struct upd u = parse_update(json);
+    json_decref(u.root);
+    /* A store change while allocations fail: the views recover on the next poll. */
+    for (long n = 0;; n++) {
+        char text[512];
+        snprintf(text, sizeof(text), POD("web-1", "web", "n1", "10.2.%ld.%ld"), n / 250,
+                 n % 250 + 1);
+        veil_alloc_fail_after(n);
+        struct veil_conf *c = NULL;
+        int rc = veil_conf_parse_yaml(&c, text, strlen(text), "t.yaml", NULL);
+        if (rc == 0)
+            rc = veil_store_apply(f->s, &c, 1, NULL, NULL);
+        veil_conf_free(c);
+        veil_alloc_fail_reset();
+        if (rc != 0)
+            continue;
+        assert_int_equal(veil_view_poll(s, &json), 0);
+        u = parse_update(json);
+        json_t *w = json_object_get(upsert(&u, "Workload/default/web-1"), "spec");
+        char want[32];
+        snprintf(want, sizeof(want), "10.2.%ld.%ld", n / 250, n % 250 + 1);
+        assert_string_equal(json_string_value(json_object_get(w, "address")), want);
+        json_decref(u.root);
+        if (n > 300)
+            break;
+    }
+    veil_view_unsubscribe(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_node_view, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deltas_reach_right_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_too_old, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_nack_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_may_have, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_selector_and_workload_entry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_selectors, setup, teardown),
+        cmocka_unit_test(test_scale_small),
+        cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
