@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/conf.h"
 
 #define MAX_FILE     (16u << 20)
 #define MAX_RESPONSE (64u << 20)
@@ -48,6 +49,7 @@ static int connect_admin(const char *state_dir, char *err, size_t errlen)
     return -1;
 }
 
+/* send(MSG_NOSIGNAL): a control plane that hangs up must not kill us. */
 static int send_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
@@ -146,13 +148,6 @@ static int add_file(const char *path, json_t *files, char *err, size_t errlen)
     return 0;
 }
 
-static int is_config_name(const char *name)
-{
-    const char *dot = strrchr(name, '.');
-    return name[0] != '.' && dot != NULL &&
-           (strcmp(dot, ".yaml") == 0 || strcmp(dot, ".yml") == 0 || strcmp(dot, ".json") == 0);
-}
-
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -169,7 +164,7 @@ static int add_dir(const char *dir, json_t *files, char *err, size_t errlen)
     char **names = veil_calloc((size_t)n + 1, sizeof(char *));
     int k = 0, rc = names == NULL ? -1 : 0;
     for (int i = 0; i < n; i++) {
-        if (names != NULL && is_config_name(list[i]->d_name))
+        if (names != NULL && veil_conf_is_file_name(list[i]->d_name))
             names[k++] = list[i]->d_name;
     }
     if (names != NULL)

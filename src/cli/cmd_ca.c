@@ -5,6 +5,7 @@
 
 #include "cli/admin_client.h"
 #include "cli/opts.h"
+#include "core/file.h"
 #include "tls/ca.h"
 #include "tls/spiffe.h"
 
@@ -40,12 +41,8 @@ static void read_trust_domain(const char *state_dir, char *td, size_t n)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/trust-domain", state_dir);
-    FILE *f = fopen(path, "r");
-    if (f == NULL || fgets(td, (int)n, f) == NULL)
+    if (veil_file_read_line(path, td, n) != 0)
         snprintf(td, n, "cluster.local");
-    if (f != NULL)
-        fclose(f);
-    td[strcspn(td, "\r\n")] = '\0';
 }
 
 static int ca_issue(int argc, char **argv)

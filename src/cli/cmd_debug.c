@@ -10,6 +10,7 @@
 #include "cli/opts.h"
 #include "control/push_client.h"
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/loop.h"
 
 struct watch {
@@ -82,14 +83,7 @@ static char *read_token(const char *state_dir)
 {
     char path[4200], tok[512];
     snprintf(path, sizeof(path), "%s/join-token", state_dir);
-    FILE *f = fopen(path, "r");
-    char *got = f != NULL ? fgets(tok, sizeof(tok), f) : NULL;
-    if (f != NULL)
-        fclose(f);
-    if (got == NULL)
-        return NULL;
-    tok[strcspn(tok, "\r\n")] = '\0';
-    return veil_strdup(tok);
+    return veil_file_read_line(path, tok, sizeof(tok)) == 0 ? veil_strdup(tok) : NULL;
 }
 
 static int watch_run(struct watch *w, const char *state_dir, const char *addr)

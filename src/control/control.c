@@ -24,6 +24,7 @@
 #include "core/alloc.h"
 #include "core/conf.h"
 #include "core/container.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/metrics.h"
@@ -34,37 +35,19 @@
 static void dir_reload(void *arg);
 static void notify_cb(struct veil_timer *t);
 
+/* STATE_DIR/name: small records, written atomically. */
 static int write_small_file(const char *dir, const char *name, const char *text, mode_t mode)
 {
-    char path[4096], tmp[4200];
+    char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -errno;
-    size_t n = strlen(text);
-    int ok = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0;
-    close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return -EIO;
-    }
-    return 0;
+    return veil_file_write_atomic(path, text, strlen(text), mode, NULL);
 }
 
 static int read_small_file(const char *dir, const char *name, char *buf, size_t n)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -errno;
-    char *got = fgets(buf, (int)n, f);
-    fclose(f);
-    if (got == NULL)
-        return -EIO;
-    buf[strcspn(buf, "\r\n")] = '\0';
-    return 0;
+    return veil_file_read_line(path, buf, n);
 }
 
 /* The trust domain is fixed at first start: certificates already issued
@@ -112,9 +95,7 @@ static int settle_join_secret(struct veil_control *c)
 
 static int is_config_file(const struct dirent *d)
 {
-    const char *dot = strrchr(d->d_name, '.');
-    return d->d_name[0] != '.' && dot != NULL &&
-           (strcmp(dot, ".yaml") == 0 || strcmp(dot, ".yml") == 0 || strcmp(dot, ".json") == 0);
+    return veil_conf_is_file_name(d->d_name);
 }
 
 void veil_control__refused(struct veil_control *c, enum veil_res_source src,

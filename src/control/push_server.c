@@ -1,5 +1,6 @@
 /* The push server; see push.h and docs/protocol.md. */
 #include "control/push.h"
+#include "control/reqsrv.h"
 
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -934,33 +935,18 @@ static void renew(struct veil_timer *t)
 static int listen_on(struct veil_push_server *srv, const char *addr, uint16_t port, char *err,
                      size_t errlen)
 {
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_PASSIVE, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *ai = NULL;
-    char portstr[8];
-    snprintf(portstr, sizeof(portstr), "%u", port);
-    if (getaddrinfo(addr, portstr, &hints, &ai) != 0 || ai == NULL) {
+    int fd = veil_listen_tcp(addr, port, &srv->port);
+    if (fd == -EINVAL) {
         snprintf(err, errlen, "bad bind address %s (a numeric IP address)", addr);
-        return -EINVAL;
+        return fd;
     }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    int rc = 0;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 512) != 0) {
-        rc = -errno;
-        snprintf(err, errlen, "cannot listen on %s port %u: %s", addr, port, strerror(errno));
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s port %u: %s", addr, port, strerror(-fd));
+        return fd;
     }
-    freeaddrinfo(ai);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
-    if (rc == 0 && getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
-        srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                   : ((struct sockaddr_in *)&ss)->sin_port);
-    if (rc == 0)
-        rc = veil_io_start(srv->loop, &srv->lio, fd, VEIL_IO_READ, on_accept);
+    int rc = veil_io_start(srv->loop, &srv->lio, fd, VEIL_IO_READ, on_accept);
     if (rc != 0) {
-        if (fd >= 0)
-            close(fd);
+        close(fd);
         return rc;
     }
     srv->lfd = fd;

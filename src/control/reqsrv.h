@@ -40,7 +40,8 @@ void veil_reqsrv_free(struct veil_reqsrv *srv);
 /* Requests refused for size, timeout or a failed read. */
 uint64_t veil_reqsrv_refused(const struct veil_reqsrv *srv);
 
-/* Listening sockets: return the fd or -errno. */
+/* Listening sockets (non-blocking): return the fd or -errno; -EINVAL for an
+ * address that is not a numeric IPv4 or IPv6 address. */
 int veil_listen_tcp(const char *addr, uint16_t port, uint16_t *bound_port);
 int veil_listen_unix(const char *path, unsigned mode);
 

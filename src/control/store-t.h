@@ -83,7 +83,6 @@ struct veil_store {
     size_t _log_max, _log_head, _log_n;
     uint64_t _log_floor; /* changes after this version are all in the log */
     char *_path;         /* state file, or NULL */
-    char *_tmp_path;
     bool _has_err[VEIL_RES_NSOURCES];
     struct veil_conf_err _err[VEIL_RES_NSOURCES];
     veil_store_listener_fn *_listener;

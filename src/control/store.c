@@ -6,6 +6,7 @@
 
 #include "control/resource.h"
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/arena.h"
 #include "core/conf.h"
 #include "core/log.h"
@@ -635,20 +636,6 @@ fail:
     return NULL;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Writes the state atomically: temp file, fsync, rename, fsync of the dir. */
 static int state_write(struct veil_store *s, const struct veil_store__map *res,
                        const struct veil_store__ipstate *ip, uint64_t version,
@@ -663,35 +650,21 @@ static int state_write(struct veil_store *s, const struct veil_store__map *res,
         veil_conf_errf(err, NULL, NULL, "out of memory");
         return -ENOMEM;
     }
-    int rc = 0, fd = open(s->_tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        rc = -errno;
-    if (rc == 0)
-        rc = write_all(fd, text, strlen(text));
-    if (rc == 0)
-        rc = write_all(fd, "\n", 1);
-    if (rc == 0 && fsync(fd) < 0)
-        rc = -errno;
-    if (fd >= 0 && close(fd) < 0 && rc == 0)
-        rc = -errno;
-    if (rc == 0 && rename(s->_tmp_path, s->_path) < 0)
-        rc = -errno;
-    free(text);
-    if (rc < 0) {
-        unlink(s->_tmp_path);
-        veil_conf_errf(err, NULL, NULL, "cannot write %s: %s", s->_path, strerror(-rc));
-        return rc;
+    /* The text and its closing newline, in one buffer for one atomic write. */
+    size_t n = strlen(text);
+    char *whole = realloc(text, n + 2);
+    if (whole == NULL) {
+        free(text);
+        veil_conf_errf(err, NULL, NULL, "out of memory");
+        return -ENOMEM;
     }
-    char dir[VEIL_CONF_ERR_FILE_MAX];
-    snprintf(dir, sizeof(dir), "%s", s->_path);
-    char *slash = strrchr(dir, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-        int dfd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
+    memcpy(whole + n, "\n", 2);
+    const char *step = NULL;
+    int rc = veil_file_write_atomic(s->_path, whole, n + 1, 0600, &step);
+    free(whole);
+    if (rc < 0) {
+        veil_conf_errf(err, NULL, NULL, "cannot write %s: %s: %s", s->_path, step, strerror(-rc));
+        return rc;
     }
     return 0;
 }
@@ -1011,13 +984,11 @@ int veil_store_open(struct veil_store **out, const struct veil_store_opts *opts,
     if (rc == 0 && opts != NULL && opts->state_dir != NULL) {
         size_t n = strlen(opts->state_dir) + sizeof(VEIL_STORE_STATE_FILE) + 8;
         s->_path = veil_malloc(n);
-        s->_tmp_path = veil_malloc(n);
-        if (s->_path == NULL || s->_tmp_path == NULL) {
+        if (s->_path == NULL) {
             veil_conf_errf(err, NULL, NULL, "out of memory");
             rc = -ENOMEM;
         } else {
             snprintf(s->_path, n, "%s/%s", opts->state_dir, VEIL_STORE_STATE_FILE);
-            snprintf(s->_tmp_path, n, "%s/%s.tmp", opts->state_dir, VEIL_STORE_STATE_FILE);
             rc = load_state(s, err);
         }
     }
@@ -1041,7 +1012,6 @@ void veil_store_free(struct veil_store *s)
     veil_free(s->_log);
     ipstate_drop(&s->_ip, NULL);
     veil_free(s->_path);
-    veil_free(s->_tmp_path);
     veil_free(s);
 }
 

@@ -793,3 +793,10 @@ int veil_conf_req_seq(const struct veil_conf_node *map, const struct veil_conf_p
 {
     return node_field(map, path, key, true, VEIL_CONF_SEQ, out, err);
 }
+
+bool veil_conf_is_file_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return name[0] != '.' && dot != NULL &&
+           (strcmp(dot, ".yaml") == 0 || strcmp(dot, ".yml") == 0 || strcmp(dot, ".json") == 0);
+}

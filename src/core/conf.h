@@ -62,6 +62,11 @@ int veil_conf_parse_yaml(struct veil_conf **out, const char *data, size_t len, c
 int veil_conf_parse_json(struct veil_conf **out, const char *data, size_t len, const char *name,
                          struct veil_conf_err *err);
 
+/* Whether a directory entry is a configuration file: *.yaml, *.yml or
+ * *.json, not hidden. The config directory and `veil apply -f DIR` read
+ * exactly these. */
+bool veil_conf_is_file_name(const char *name);
+
 /* Frees the tree and everything in it. NULL is a no-op. */
 void veil_conf_free(struct veil_conf *conf);
 

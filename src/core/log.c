@@ -1,5 +1,7 @@
 #include "core/log.h"
 
+#include "core/file.h"
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -101,19 +103,6 @@ static void format_time(char *out, size_t n)
     snprintf(out + k, n - k, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 void veil_logv(enum veil_log_level level, const char *module, const char *fmt, va_list ap)
 {
     if (level < veil_log_get_level() || level >= VEIL_LOG_OFF)
@@ -148,7 +137,7 @@ void veil_logv(enum veil_log_level level, const char *module, const char *fmt, v
     }
     l.cap = sizeof(out);
     line_putc(&l, '\n');
-    write_all(atomic_load_explicit(&log_fd, memory_order_relaxed), out, l.pos);
+    (void)veil_write_all(atomic_load_explicit(&log_fd, memory_order_relaxed), out, l.pos);
 }
 
 void veil_log(enum veil_log_level level, const char *module, const char *fmt, ...)

@@ -20,7 +20,6 @@
 #define WATCHDOG_MAX_PERIOD 250
 
 #include "core/container.h"
-#define container_of(p, type, member) VEIL_CONTAINER_OF(p, type, member)
 
 struct loop_post {
     struct loop_post *next;
@@ -113,7 +112,7 @@ static bool loop_run_posts(struct veil_loop *loop)
 
 static void loop_on_wakeup(struct veil_io *io, uint32_t events)
 {
-    struct veil_loop *loop = container_of(io, struct veil_loop, wakeup);
+    struct veil_loop *loop = VEIL_CONTAINER_OF(io, struct veil_loop, wakeup);
     uint64_t count;
     ssize_t n;
     (void)events;

@@ -1,6 +1,7 @@
 #include "tls/ca.h"
 
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "tls/spiffe.h"
 
@@ -131,86 +132,14 @@ static int read_file(const char *path, char **out, size_t *len, char *err, size_
     return 0;
 }
 
-static int fsync_parent(const char *path)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else if (slash == path)
-        snprintf(dir, sizeof(dir), "/");
-    else
-        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rc;
-}
-
-static int write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, data, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        data += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/*
- * Replaces path atomically with data and the given mode: a new temporary
- * file next to it (O_EXCL, so never an existing file, and created with the
- * final mode so a key is never readable by others), written, fsynced, renamed
- * over path; then the directory is fsynced.
- */
+/* veil_file_write_atomic(), with the failing step in err. */
 static int write_file(const char *path, const char *data, size_t len, mode_t mode, char *err,
                       size_t errlen)
 {
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld.%ld", path, (long)getpid(),
-                         (long)gettid()) >= sizeof(tmp)) {
-        fail(err, errlen, false, "%s: path too long", path);
-        return -ENAMETOOLONG;
-    }
-    (void)unlink(tmp); /* left by a crashed process that had our pid */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0) {
-        int e = errno;
-        fail(err, errlen, false, "%s: create: %s", tmp, strerror(e));
-        return -e;
-    }
-    const char *step = "chmod";
-    int rc = fchmod(fd, mode) == 0 ? 0 : -errno; /* exact mode, whatever the umask */
-    if (rc == 0) {
-        step = "write";
-        rc = write_all(fd, data, len);
-    }
-    if (rc == 0) {
-        step = "fsync";
-        rc = fsync(fd) == 0 ? 0 : -errno;
-    }
-    if (close(fd) != 0 && rc == 0) {
-        step = "close";
-        rc = -errno;
-    }
-    if (rc == 0) {
-        step = "rename";
-        rc = rename(tmp, path) == 0 ? 0 : -errno;
-    }
-    if (rc != 0) {
-        (void)unlink(tmp);
-        fail(err, errlen, false, "%s: %s: %s", path, step, strerror(-rc));
-        return rc;
-    }
-    rc = fsync_parent(path);
+    const char *step = NULL;
+    int rc = veil_file_write_atomic(path, data, len, mode, &step);
     if (rc != 0)
-        fail(err, errlen, false, "%s: fsync of its directory: %s", path, strerror(-rc));
+        fail(err, errlen, false, "%s: %s: %s", path, step, strerror(-rc));
     return rc;
 }
 
