@@ -4,7 +4,7 @@
 
 B       ?= build
 CC      ?= cc
-PKGS    := yaml-0.1 jansson openssl libnghttp2
+PKGS    := yaml-0.1 jansson openssl libnghttp2 libnftables
 VERSION := $(shell cat VERSION)
 OPT     ?= -O2
 
