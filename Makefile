@@ -32,9 +32,11 @@ TEST_SRC  := $(shell find tests/unit -name '*_test.c' | sort)
 TEST_BIN  := $(TEST_SRC:%.c=$(B)/%)
 FUZZ_SRC  := $(shell find tests/fuzz -name '*_fuzz.c' | sort)
 FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/%)
+BENCH_SRC := $(shell find bench -name '*_bench.c' | sort)
+BENCH_BIN := $(patsubst %.c,$(B)/bench/%,$(notdir $(BENCH_SRC)))
 LINT_SRC  := $(shell find src tests bench -name '*.[ch]' | sort)
 
-.PHONY: all setup veil-bin test unit-build asan fuzz fuzz-bins lint format demo clean
+.PHONY: all setup veil-bin test unit-build asan fuzz fuzz-bins bench bench-bins lint format demo clean
 .DEFAULT_GOAL := all
 
 all: setup
@@ -65,6 +67,10 @@ $(B)/fuzz/%: tests/fuzz/%.c $(B)/libveil.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -o $@ $< $(B)/libveil.a $(LDLIBS_ALL)
 
+$(B)/bench/%_bench: $(B)/libveil.a $(B)/veil
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -o $@ $(filter %/$*_bench.c,$(BENCH_SRC)) $(B)/libveil.a $(LDLIBS_ALL)
+
 unit-build: $(B)/veil $(TEST_BIN)
 
 # The README's test command: both builds, one closing "N passed, N failed".
@@ -89,6 +95,13 @@ lint: setup
 
 format:
 	clang-format -i $(LINT_SRC)
+
+# Benchmarks (docs/benchmarks.md): by hand, never in CI.
+bench: setup
+	@$(MAKE) --no-print-directory bench-bins
+	$(B)/bench/control_bench --veil $(B)/veil
+
+bench-bins: $(B)/veil $(BENCH_BIN)
 
 demo: all
 	./veil demo

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <signal.h>
@@ -463,6 +464,14 @@ int veil_control_run(const struct veil_control_opts *opts)
     stop_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* One socket per subscribed proxy: thousands of them. */
+    long fds = veil_raise_fd_limit();
+    if (fds > 0 && fds < 4200)
+        VEIL_WARN(LOG, "open files limited to %ld: fewer proxies can subscribe", fds);
+    /* Snapshots of megabytes come and go per proxy: a fixed mmap threshold
+     * gives them back to the system instead of keeping the peak in the heap. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
     c->loop = veil_loop_new("control");
     c->watchdog = veil_watchdog_new();
     int status = 1;

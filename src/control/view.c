@@ -51,7 +51,7 @@ struct dent {
 struct sent {
     struct veil_store__map map; /* vkey->s -> vkey (p), hash (u) */
     struct dent *log;
-    size_t log_head, log_n, log_max;
+    size_t log_head, log_n, log_cap, log_max; /* a ring of log_cap, grown up to log_max */
     uint64_t floor;   /* states at versions >= floor can be rebuilt */
     uint64_t version; /* last sent */
     bool valid;
@@ -176,7 +176,7 @@ static void sent_clear(struct veil_views *v, struct sent *st)
 {
     set_clear(v, &st->map);
     for (size_t i = 0; i < st->log_n; i++)
-        key_unref(v, st->log[(st->log_head + i) % st->log_max].key);
+        key_unref(v, st->log[(st->log_head + i) % st->log_cap].key);
     st->log_head = st->log_n = 0;
     st->valid = false;
 }
@@ -194,6 +194,30 @@ static uint64_t sent_hash(const struct sent *st, const struct vkey *k)
     return sl != NULL ? sl->u : 0;
 }
 
+/* Makes room for `n` more entries: the ring doubles until log_max (a
+ * node's history costs what it holds, not its limit). 0 or -ENOMEM. */
+static int log_reserve(struct sent *st, size_t n)
+{
+    size_t need = st->log_n + n < st->log_max ? st->log_n + n : st->log_max;
+    if (need <= st->log_cap)
+        return 0;
+    size_t cap = st->log_cap != 0 ? st->log_cap : 16;
+    while (cap < need)
+        cap *= 2;
+    if (cap > st->log_max)
+        cap = st->log_max;
+    struct dent *log = veil_calloc(cap, sizeof(*log));
+    if (log == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < st->log_n; i++)
+        log[i] = st->log[(st->log_head + i) % st->log_cap];
+    veil_free(st->log);
+    st->log = log;
+    st->log_cap = cap;
+    st->log_head = 0;
+    return 0;
+}
+
 static void log_append(struct veil_views *v, struct sent *st, uint64_t version, struct vkey *k,
                        uint64_t prev)
 {
@@ -201,11 +225,11 @@ static void log_append(struct veil_views *v, struct sent *st, uint64_t version, 
         struct dent *old = &st->log[st->log_head];
         st->floor = old->version;
         key_unref(v, old->key);
-        st->log_head = (st->log_head + 1) % st->log_max;
+        st->log_head = (st->log_head + 1) % st->log_cap;
         st->log_n--;
     }
     key_ref(k);
-    st->log[(st->log_head + st->log_n) % st->log_max] = (struct dent){version, k, prev};
+    st->log[(st->log_head + st->log_n) % st->log_cap] = (struct dent){version, k, prev};
     st->log_n++;
 }
 
@@ -214,7 +238,8 @@ static int sent_set(struct veil_views *v, struct sent *st, uint64_t version, str
                     uint64_t hash)
 {
     uint64_t prev = sent_hash(st, k);
-    if (hash != 0 && prev == 0 && veil_store__map_reserve(&st->map, 1) < 0)
+    if ((hash != 0 && prev == 0 && veil_store__map_reserve(&st->map, 1) < 0) ||
+        log_reserve(st, 1) < 0)
         return -ENOMEM;
     log_append(v, st, version, k, prev);
     if (hash == 0) {
@@ -230,9 +255,8 @@ static int sent_set(struct veil_views *v, struct sent *st, uint64_t version, str
 
 static int sent_init(struct sent *st, size_t log_max)
 {
-    *st = (struct sent){.log_max = log_max};
-    st->log = veil_calloc(log_max, sizeof(*st->log));
-    return st->log != NULL ? 0 : -ENOMEM;
+    *st = (struct sent){.log_max = log_max > 0 ? log_max : 1};
+    return 0;
 }
 
 /*
@@ -244,7 +268,7 @@ static int sent_at(const struct sent *st, uint64_t version, struct veil_store__m
     if (veil_store__map_copy(out, &st->map) < 0)
         return -ENOMEM;
     for (size_t i = st->log_n; i-- > 0;) {
-        const struct dent *d = &st->log[(st->log_head + i) % st->log_max];
+        const struct dent *d = &st->log[(st->log_head + i) % st->log_cap];
         if (d->version <= version)
             break;
         if (d->prev == 0)
@@ -259,7 +283,7 @@ static int sent_at(const struct sent *st, uint64_t version, struct veil_store__m
 static void sent_truncate(struct veil_views *v, struct sent *st, uint64_t version)
 {
     while (st->log_n > 0) {
-        struct dent *d = &st->log[(st->log_head + st->log_n - 1) % st->log_max];
+        struct dent *d = &st->log[(st->log_head + st->log_n - 1) % st->log_cap];
         if (d->version <= version)
             break;
         key_unref(v, d->key);
@@ -1231,6 +1255,10 @@ static int send_resume(struct veil_views *v, struct sent *st, const struct veil_
         }
     }
     char *text = delta_finish(&d);
+    if (text != NULL && log_reserve(st, changes) < 0) {
+        veil_free(text);
+        text = NULL;
+    }
     if (text == NULL) {
         MAP_EACH(&atv, sl)
         if (veil_store__map_find(cur, sl->key, sl->h) == NULL)

@@ -91,8 +91,16 @@ void veil_buf_consume(struct veil_buf *b, size_t n)
     VEIL_BUG_ON(n > b->_len);
     b->_off += n;
     b->_len -= n;
-    if (b->_len == 0)
+    if (b->_len == 0) {
         b->_off = 0;
+        /* A drained buffer keeps no large block: an idle connection that
+         * once carried a big message must not hold its memory for ever. */
+        if (b->_cap > VEIL_BUF_KEEP_MAX) {
+            veil_free(b->_data);
+            b->_data = NULL;
+            b->_cap = 0;
+        }
+    }
 }
 
 void veil_buf_reset(struct veil_buf *b)

@@ -28,6 +28,8 @@
 /* veil_buf_read_fd() asks for this much contiguous room (or all the space
  * left, if less) before reading. */
 #define VEIL_BUF_READ_MIN 4096
+/* A buffer that drains to empty frees an allocation larger than this. */
+#define VEIL_BUF_KEEP_MAX (64 * 1024)
 
 /* Makes `b` an empty buffer that will never hold more than `max` bytes.
  * Allocates nothing. */
@@ -91,7 +93,9 @@ int veil_buf_reserve(struct veil_buf *b, size_t min, char **ptr, size_t *avail);
  * exceed the `*avail` that reserve returned. */
 void veil_buf_commit(struct veil_buf *b, size_t n);
 
-/* Drops `n` bytes (n <= veil_buf_len()) from the front. */
+/* Drops `n` bytes (n <= veil_buf_len()) from the front. When that empties
+ * the buffer and its allocation is over VEIL_BUF_KEEP_MAX, the allocation is
+ * freed (pointers from veil_buf_data() die; the next write allocates). */
 void veil_buf_consume(struct veil_buf *b, size_t n);
 
 /* Drops all bytes; keeps the memory. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 int veil_write_all(int fd, const void *data, size_t len)
@@ -96,4 +97,17 @@ int veil_file_read_line(const char *path, char *buf, size_t n)
         return -EIO;
     buf[strcspn(buf, "\r\n")] = '\0';
     return 0;
+}
+
+long veil_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -errno;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return -errno;
+    }
+    return (long)rl.rlim_cur;
 }

@@ -29,4 +29,9 @@ int veil_file_write_atomic(const char *path, const void *data, size_t len, mode_
  * for a missing file, -EIO for an empty one. */
 int veil_file_read_line(const char *path, char *buf, size_t n);
 
+/* Raises the soft limit on open files to the hard limit, so that a process
+ * serving thousands of connections is not stopped at the usual 1,024.
+ * Returns the new soft limit, or -errno. */
+long veil_raise_fd_limit(void);
+
 #endif
