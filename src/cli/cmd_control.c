@@ -55,7 +55,11 @@ int veil_cli_control(const struct veil_cli_cmd *cmd, int argc, char **argv)
         fprintf(stderr, "veil control: --cert-lifetime: expected seconds, got '%s'\n", lifetime);
         return VEIL_EXIT_USAGE;
     }
-    o.state_dir = veil_cli_state_dir(state);
+    /* The server itself never falls back to a local cluster's state dir. */
+    const char *env = getenv("VEIL_STATE_DIR");
+    o.state_dir = state != NULL                   ? state
+                  : env != NULL && env[0] != '\0' ? env
+                                                  : VEIL_STATE_DIR_DEFAULT;
     return veil_control_run(&o);
 }
 

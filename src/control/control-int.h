@@ -40,6 +40,7 @@ struct veil_control {
     struct veil_dirwatch *dirwatch;
     struct veil_io sig_io;
     struct veil_timer notify_timer;
+    struct veil_timer trim_timer; /* gives freed heap back after a burst */
     size_t subscribers;
     /* The last refused configuration of each source, for status. */
     bool has_refused[VEIL_RES_NSOURCES];

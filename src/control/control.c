@@ -169,6 +169,8 @@ void veil_control__committed(struct veil_control *c)
         veil_timer_start(c->loop, &c->notify_timer, 0, 0, notify_cb);
 }
 
+static void schedule_trim(struct veil_control *c);
+
 static int prov_subscribe(void *ctx, const char *node, uint64_t version, bool observer, void **sub,
                           char **update)
 {
@@ -182,6 +184,7 @@ static int prov_subscribe(void *ctx, const char *node, uint64_t version, bool ob
         return rc;
     }
     s->c = c;
+    schedule_trim(c);
     s->observer = observer;
     if (!observer) {
         c->subscribers++;
@@ -234,10 +237,25 @@ static bool prov_may_have(void *ctx, const char *node, const char *ns, const cha
     return veil_view_node_may_have(c->views, node, ns, sa);
 }
 
+static void trim_cb(struct veil_timer *t)
+{
+    (void)t;
+    malloc_trim(0);
+}
+
+/* Snapshots and deltas of megabytes are built and dropped per proxy; once
+ * a burst is over the free pages go back to the system. */
+static void schedule_trim(struct veil_control *c)
+{
+    if (!veil_timer_is_active(&c->trim_timer))
+        veil_timer_start(c->loop, &c->trim_timer, 2000, 0, trim_cb);
+}
+
 static void notify_cb(struct veil_timer *t)
 {
     struct veil_control *c = VEIL_CONTAINER_OF(t, struct veil_control, notify_timer);
     veil_push_server_notify(c->push);
+    schedule_trim(c);
 }
 
 /* ---- signals ---- */
@@ -433,6 +451,7 @@ static int start(struct veil_control *c)
 static void stop(struct veil_control *c)
 {
     veil_timer_stop(&c->notify_timer);
+    veil_timer_stop(&c->trim_timer);
     veil_push_server_free(c->push);
     veil_reqsrv_free(c->status_srv);
     veil_reqsrv_free(c->admin_srv);

@@ -62,7 +62,7 @@ static void slot_insert(struct veil_store__slot *slots, size_t cap,
 static int map_grow(struct veil_store__map *m, size_t want)
 {
     size_t cap = m->_cap ? m->_cap : 8;
-    while (cap < want * 2)
+    while (cap * 3 < want * 4) /* load <= 3/4: linear probing stays short */
         cap *= 2;
     if (cap == m->_cap)
         return 0;
