@@ -21,7 +21,11 @@ const char *veil_cli_state_dir(const char *flag)
     if (flag != NULL)
         return flag;
     const char *env = getenv("VEIL_STATE_DIR");
-    return env != NULL && env[0] != '\0' ? env : VEIL_STATE_DIR_DEFAULT;
+    if (env != NULL && env[0] != '\0')
+        return env;
+    if (access(VEIL_STATE_DIR_LOCAL_CLUSTER "/control.sock", F_OK) == 0)
+        return VEIL_STATE_DIR_LOCAL_CLUSTER;
+    return VEIL_STATE_DIR_DEFAULT;
 }
 
 static int connect_admin(const char *state_dir, char *err, size_t errlen)

@@ -12,8 +12,12 @@
 #include <stddef.h>
 
 #define VEIL_STATE_DIR_DEFAULT "/var/lib/veil"
+/* The control plane of the default local cluster (`veil cluster create`). */
+#define VEIL_STATE_DIR_LOCAL_CLUSTER "/run/veil/veil/control"
 
-/* --state-dir if given, else $VEIL_STATE_DIR, else VEIL_STATE_DIR_DEFAULT. */
+/* --state-dir if given, else $VEIL_STATE_DIR, else the default local
+ * cluster's control plane when it runs (VEIL_STATE_DIR_LOCAL_CLUSTER has a
+ * control.sock), else VEIL_STATE_DIR_DEFAULT. */
 const char *veil_cli_state_dir(const char *flag);
 
 /* Sends `req` and returns the parsed answer in *resp (caller json_decref's).

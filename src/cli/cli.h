@@ -25,5 +25,11 @@ int veil_cli_delete(const struct veil_cli_cmd *cmd, int argc, char **argv);
 int veil_cli_status(const struct veil_cli_cmd *cmd, int argc, char **argv);
 int veil_cli_debug(const struct veil_cli_cmd *cmd, int argc, char **argv);
 int veil_cli_ca(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_cluster(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_run(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_exec(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_logs(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_rm(const struct veil_cli_cmd *cmd, int argc, char **argv);
+int veil_cli_node(const struct veil_cli_cmd *cmd, int argc, char **argv);
 
 #endif

@@ -27,10 +27,12 @@ static const struct veil_cli_cmd commands[] = {
      "config dir (watched for changes) to STATE_DIR/config.\n",
      veil_cli_control},
     {"node", "run the node proxy (transparent mTLS between workloads)",
-     "usage: veil node --name NODE [--control ADDR]\n\n"
+     "usage: veil node --name NODE --state-dir DIR --control ADDR:PORT --token-file FILE\n"
+     "                 [--metrics-port 15020] [--ready-port 15021] [--admin-port 15000]\n\n"
      "Runs the per-node L4 proxy: captures pod traffic, carries it over HBONE\n"
-     "(mutual TLS, HTTP/2 CONNECT on 15008), applies L4 policy, serves metrics.\n",
-     cmd_planned},
+     "(mutual TLS, HTTP/2 CONNECT on 15008), applies L4 policy, serves metrics.\n"
+     "Pods are enrolled through DIR/node.sock (docs/node.md).\n",
+     veil_cli_node},
     {"waypoint", "run a waypoint (L7 proxy for a namespace or service)",
      "usage: veil waypoint --name NAME [--namespace NS]\n\n"
      "Runs the L7 proxy: HTTP routing, retries, timeouts, L7 authorization,\n"
@@ -51,15 +53,33 @@ static const struct veil_cli_cmd commands[] = {
      "Removes the resources named in the files (all or nothing).\n",
      veil_cli_delete},
     {"cluster", "create or delete a local cluster of network namespaces",
-     "usage: veil cluster create [--name NAME] [--nodes K]\n"
-     "       veil cluster delete [--name NAME]\n",
-     cmd_planned},
+     "usage: veil cluster create [--name NAME] [--nodes K] [--no-proxies] [--timeout SECONDS]\n"
+     "       veil cluster delete [--name NAME]\n\n"
+     "Builds a multi-node cluster on this host out of network namespaces: a\n"
+     "control plane at 198.18.0.1, nodes node-1..node-K (pods of node-i get\n"
+     "198.18.i.0/24), one 'veil node' proxy per node. State and logs are under\n"
+     "/run/veil/NAME. NAME defaults to $VEIL_CLUSTER or 'veil' (docs/cluster.md).\n"
+     "--no-proxies builds the network and the control plane only. Needs root.\n"
+     "'delete' stops every process of the cluster and removes all it made.\n",
+     veil_cli_cluster},
     {"run", "start a program as a pod on a node of the local cluster",
      "usage: veil run --node NODE --name NAME [--namespace NS] [--service-account SA]\n"
-     "                [--label k=v]... [--no-mesh] -- CMD [ARGS...]\n",
-     cmd_planned},
-    {"exec", "run a command inside a pod", "usage: veil exec NAME -- CMD [ARGS...]\n", cmd_planned},
-    {"logs", "show a pod's output", "usage: veil logs NAME\n", cmd_planned},
+     "                [--label k=v]... [--no-mesh] [--cluster C] -- CMD [ARGS...]\n\n"
+     "Makes the pod's network namespace on NODE (next free address of the node's\n"
+     "subnet), registers it as a Pod with the control plane, enrols it with the\n"
+     "node proxy (its traffic is then captured and encrypted) and starts CMD in\n"
+     "it in the background. --no-mesh: a plain client outside the mesh. The\n"
+     "namespace defaults to 'default', the service account to NAME.\n",
+     veil_cli_run},
+    {"exec", "run a command inside a pod",
+     "usage: veil exec [--cluster C] [--namespace NS] NAME -- CMD [ARGS...]\n\n"
+     "Runs CMD in the pod's network namespace (with its resolv.conf), in the\n"
+     "foreground; exits with CMD's status.\n",
+     veil_cli_exec},
+    {"logs", "show a pod's output", "usage: veil logs [--cluster C] [--namespace NS] NAME\n",
+     veil_cli_logs},
+    {"rm", "stop and delete a pod of the local cluster",
+     "usage: veil rm [--cluster C] [--namespace NS] NAME\n", veil_cli_rm},
     {"ca", "issue certificates for mesh identities",
      "usage: veil ca issue --namespace NS --service-account SA --out DIR\n"
      "                     [--lifetime SECONDS] [--state-dir DIR]\n\n"

@@ -1,0 +1,688 @@
+/* What the HBONE server and pool share: the h2c's I/O with nghttp2 and the
+ * h2s as an L4 end. */
+#include "hbone/hbone-int.h"
+#include "hbone/hbone.h"
+
+#include "core/alloc.h"
+#include "core/buf.h"
+#include "core/container.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "l4/pump.h"
+#include "tls/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <stdlib.h>
+
+/* ---- counters, names, limits ---- */
+
+void hbone__stat(_Atomic uint64_t *stats, enum hbone_stat s, int64_t n)
+{
+    atomic_fetch_add_explicit(&stats[s], (uint64_t)n, memory_order_relaxed);
+}
+
+void hbone__stats_read(_Atomic uint64_t *const stats, struct veil_hbone_stats *out)
+{
+    uint64_t v[HS_COUNT];
+    for (int i = 0; i < HS_COUNT; i++)
+        v[i] = atomic_load_explicit(&stats[i], memory_order_relaxed);
+    *out = (struct veil_hbone_stats){
+        .connections_total = v[HS_CONN_TOTAL],
+        .connections = v[HS_CONN],
+        .connect_failures = v[HS_CONNECT_FAIL],
+        .handshake_failures = v[HS_HANDSHAKE_FAIL],
+        .identity_mismatch = v[HS_IDENTITY],
+        .protocol_errors = v[HS_PROTO],
+        .streams_total = v[HS_STREAMS_TOTAL],
+        .streams = v[HS_STREAMS],
+        .streams_ok = v[HS_STREAMS_OK],
+        .streams_refused = v[HS_REFUSED],
+        .bad_requests = v[HS_BAD_REQ],
+        .streams_reset = v[HS_RESET],
+        .pool_reuses = v[HS_REUSE],
+    };
+}
+
+void hbone__name(const struct sockaddr_storage *ss, char *buf, size_t n)
+{
+    if (veil_hbone_format_authority((const struct sockaddr *)ss, buf, n) != 0)
+        snprintf(buf, n, "?");
+}
+
+void hbone__limits(struct veil_hbone_limits *l, const struct veil_hbone_limits *in)
+{
+    *l = in != NULL ? *in : (struct veil_hbone_limits){0};
+    l->max_streams = l->max_streams ? l->max_streams : VEIL_HBONE_MAX_STREAMS;
+    l->max_headers = l->max_headers ? l->max_headers : VEIL_HBONE_MAX_HEADERS;
+    l->stream_window = l->stream_window ? l->stream_window : VEIL_HBONE_STREAM_WINDOW;
+    l->conn_window = l->conn_window ? l->conn_window : VEIL_HBONE_CONN_WINDOW;
+    l->stream_out = l->stream_out ? l->stream_out : VEIL_HBONE_STREAM_OUT;
+    l->handshake_ms = l->handshake_ms ? l->handshake_ms : VEIL_HBONE_HANDSHAKE_MS;
+    l->idle_ms = l->idle_ms ? l->idle_ms : VEIL_HBONE_IDLE_MS;
+    if (l->conn_window < l->stream_window)
+        l->conn_window = l->stream_window;
+}
+
+/* ---- connection I/O ---- */
+
+static void h2c_free_mem(struct veil_defer *d)
+{
+    struct hbone_h2c *c = VEIL_CONTAINER_OF(d, struct hbone_h2c, free_d);
+    veil_free(c->key);
+    veil_free(c->server_id);
+    veil_free(c);
+}
+
+/* Moves frames from nghttp2 to TLS and TLS to the socket. 0 or -errno. */
+static int h2c_flush(struct hbone_h2c *c)
+{
+    for (;;) {
+        size_t pulled = 0;
+        while (veil_tls_out_len(&c->tls) < HBONE_OUT_HIGH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+            if (n < 0)
+                return -EPROTO;
+            if (n == 0)
+                break;
+            int rc = veil_tls_send(&c->tls, data, (size_t)n);
+            if (rc != 0)
+                return rc;
+            pulled += (size_t)n;
+        }
+        int rc = veil_tls_flush(&c->tls);
+        /* Stop when the socket is full (the io fires when it drains) or
+         * nghttp2 has nothing more; go on while the socket takes it all. */
+        if (rc != 0 || pulled == 0 || veil_tls_out_len(&c->tls) > 0 ||
+            !nghttp2_session_want_write(c->ng))
+            return rc;
+    }
+}
+
+void hbone__after(struct hbone_h2c *c)
+{
+    if (c->state != H2C_READY)
+        return;
+    if (h2c_flush(c) != 0) {
+        hbone__close(c, "connection lost");
+        return;
+    }
+    if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
+        veil_tls_out_len(&c->tls) == 0)
+        hbone__close(c, "connection closed");
+}
+
+static void h2c_kick_fn(struct veil_defer *d)
+{
+    hbone__after(VEIL_CONTAINER_OF(d, struct hbone_h2c, kick_d));
+}
+
+void hbone__kick(struct hbone_h2c *c)
+{
+    if (c->state == H2C_READY)
+        veil_loop_defer(c->loop, &c->kick_d, h2c_kick_fn);
+}
+
+bool hbone__read(struct hbone_h2c *c)
+{
+    uint8_t buf[HBONE_READ_CHUNK];
+    for (;;) {
+        ssize_t n = veil_tls_read(&c->tls, buf, sizeof(buf));
+        if (n == -EAGAIN)
+            return true;
+        if (n <= 0) {
+            hbone__close(c, n == 0 ? "the peer closed the connection" : "connection lost");
+            return false;
+        }
+        ssize_t rv = nghttp2_session_mem_recv(c->ng, buf, (size_t)n);
+        if (rv < 0) {
+            hbone__stat(c->stats, HS_PROTO, 1);
+            VEIL_DEBUG(HBONE_MOD, "%s: bad HTTP/2: %s", c->name, nghttp2_strerror((int)rv));
+            hbone__close(c, "bad HTTP/2");
+            return false;
+        }
+        if (c->state != H2C_READY)
+            return false;
+    }
+}
+
+static void h2s_detach(struct veil_hbone_h2s *s, int err, const char *reason);
+
+void hbone__close(struct hbone_h2c *c, const char *reason)
+{
+    if (c->state == H2C_DEAD)
+        return;
+    if (c->err[0] == '\0')
+        snprintf(c->err, sizeof(c->err), "%s", reason);
+    VEIL_DEBUG(HBONE_MOD, "%s: closing: %s", c->name, c->err);
+    c->state = H2C_DEAD;
+    veil_timer_stop(&c->timer);
+    while (c->streams != NULL)
+        h2s_detach(c->streams, -ECONNRESET, c->err);
+    if (c->is_server)
+        hbone__server_closed(c);
+    else
+        hbone__client_closed(c);
+    nghttp2_session_del(c->ng);
+    c->ng = NULL;
+    veil_tls_conn_close(&c->tls);
+    hbone__stat(c->stats, HS_CONN, -1);
+    veil_loop_defer(c->loop, &c->free_d, h2c_free_mem);
+}
+
+static void h2c_idle(struct veil_timer *t)
+{
+    struct hbone_h2c *c = VEIL_CONTAINER_OF(t, struct hbone_h2c, timer);
+    if (c->state != H2C_READY) {
+        bool tcp = c->state == H2C_CONNECTING;
+        hbone__stat(c->stats, tcp ? HS_CONNECT_FAIL : HS_HANDSHAKE_FAIL, 1);
+        hbone__close(c, tcp ? "connect timed out" : "TLS handshake timed out");
+        return;
+    }
+    if (c->nstreams > 0 || c->npending > 0)
+        return;
+    VEIL_DEBUG(HBONE_MOD, "%s: idle; closing", c->name);
+    nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+    h2c_flush(c);
+    hbone__close(c, "idle");
+}
+
+void hbone__idle_check(struct hbone_h2c *c)
+{
+    if (c->state != H2C_READY)
+        return;
+    if (c->nstreams == 0 && c->npending == 0) {
+        if (!veil_timer_is_active(&c->timer))
+            veil_timer_start(c->loop, &c->timer, c->lim->idle_ms, 0, h2c_idle);
+    } else {
+        veil_timer_stop(&c->timer);
+    }
+}
+
+/* The handshake deadline (the same timer later counts idleness). */
+void hbone__deadline(struct hbone_h2c *c)
+{
+    veil_timer_start(c->loop, &c->timer, c->lim->handshake_ms, 0, h2c_idle);
+}
+
+/* ---- streams ---- */
+
+static void h2s_free_mem(struct veil_defer *d)
+{
+    struct veil_hbone_h2s *s = VEIL_CONTAINER_OF(d, struct veil_hbone_h2s, free_d);
+    veil_buf_free(&s->in);
+    veil_buf_free(&s->out);
+    veil_free(s);
+}
+
+static void h2s_maybe_free(struct veil_hbone_h2s *s)
+{
+    if (!s->app && !s->attached && !s->queued)
+        veil_loop_defer(s->loop, &s->free_d, h2s_free_mem);
+}
+
+static void h2s_dispatch(struct veil_defer *d)
+{
+    struct veil_hbone_h2s *s = VEIL_CONTAINER_OF(d, struct veil_hbone_h2s, notify_d);
+    if (!s->app)
+        return;
+    if (s->phase == H2S_CONNECT) {
+        hbone__server_dispatch(s);
+    } else if (s->phase == H2S_ANSWERED) {
+        hbone__client_dispatch(s);
+    } else if (s->phase == H2S_OPEN && s->pending != 0) {
+        uint32_t ev = s->pending;
+        s->pending = 0;
+        veil_l4_end_notify(&s->end, ev);
+    }
+}
+
+void hbone__h2s_queue(struct veil_hbone_h2s *s, uint32_t ev)
+{
+    if (!s->app)
+        return;
+    s->pending |= ev;
+    veil_loop_defer(s->loop, &s->notify_d, h2s_dispatch);
+}
+
+struct veil_hbone_h2s *hbone__h2s_new(struct veil_loop *loop, const struct veil_hbone_limits *lim)
+{
+    struct veil_hbone_h2s *s = veil_calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->end.ops = &hbone__end_ops;
+    s->loop = loop;
+    veil_buf_init(&s->in, lim->stream_window);
+    veil_buf_init(&s->out, lim->stream_out);
+    return s;
+}
+
+void hbone__h2s_attach(struct hbone_h2c *c, struct veil_hbone_h2s *s, int32_t id)
+{
+    s->h2c = c;
+    s->id = id;
+    s->attached = true;
+    s->prev = NULL;
+    s->next = c->streams;
+    if (c->streams != NULL)
+        c->streams->prev = s;
+    c->streams = s;
+    c->nstreams++;
+    hbone__stat(c->stats, HS_STREAMS, 1);
+    hbone__idle_check(c);
+}
+
+/* The HTTP/2 stream is gone (closed, reset, or its h2c died). */
+static void h2s_detach(struct veil_hbone_h2s *s, int err, const char *reason)
+{
+    struct hbone_h2c *c = s->h2c;
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        c->streams = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    c->nstreams--;
+    hbone__stat(c->stats, HS_STREAMS, -1);
+    s->attached = false;
+    s->h2c = NULL;
+    if (err != 0 && s->err == 0)
+        s->err = err;
+    if (!c->is_server && (s->phase == H2S_NEW || s->phase == H2S_SENT)) {
+        snprintf(s->errbuf, sizeof(s->errbuf), "%s", reason);
+        s->phase = H2S_ANSWERED;
+        s->status = 0;
+        hbone__h2s_queue(s, 0);
+    } else if (s->phase == H2S_OPEN || (s->phase == H2S_ANSWERED && s->status == 200)) {
+        hbone__h2s_queue(s, VEIL_L4_READ | VEIL_L4_WRITE);
+    }
+    hbone__idle_check(c);
+    h2s_maybe_free(s);
+}
+
+void hbone__h2s_release(struct veil_hbone_h2s *s)
+{
+    s->app = false;
+    s->phase = H2S_DONE;
+    s->end._notify = NULL;
+    h2s_maybe_free(s);
+}
+
+void hbone__h2s_reset(struct veil_hbone_h2s *s, uint32_t code)
+{
+    if (!s->attached || s->rst_sent)
+        return;
+    s->rst_sent = true;
+    nghttp2_submit_rst_stream(s->h2c->ng, NGHTTP2_FLAG_NONE, s->id, code);
+    hbone__kick(s->h2c);
+}
+
+static ssize_t provider_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                             uint32_t *flags, nghttp2_data_source *source, void *user)
+{
+    (void)ng;
+    (void)id;
+    (void)user;
+    struct veil_hbone_h2s *s = source->ptr;
+    size_t n = veil_buf_len(&s->out);
+    if (n > length)
+        n = length;
+    if (n > 0) {
+        memcpy(buf, veil_buf_data(&s->out), n);
+        veil_buf_consume(&s->out, n);
+        if (s->write_blocked) {
+            s->write_blocked = false;
+            hbone__h2s_queue(s, VEIL_L4_WRITE);
+        }
+    }
+    if (veil_buf_is_empty(&s->out)) {
+        if (s->out_eof) {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+        } else if (n == 0) {
+            s->out_deferred = true;
+            return NGHTTP2_ERR_DEFERRED;
+        }
+    }
+    return (ssize_t)n;
+}
+
+nghttp2_data_provider hbone__provider(struct veil_hbone_h2s *s)
+{
+    return (nghttp2_data_provider){.source.ptr = s, .read_callback = provider_read};
+}
+
+int hbone__h2s_submit_response(struct veil_hbone_h2s *s, int status)
+{
+    char code[4];
+    snprintf(code, sizeof(code), "%d", status);
+    const nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)code, 7, strlen(code),
+                           NGHTTP2_NV_FLAG_NONE};
+    nghttp2_data_provider dp = hbone__provider(s);
+    int rc = nghttp2_submit_response(s->h2c->ng, s->id, &nv, 1, status == 200 ? &dp : NULL);
+    hbone__kick(s->h2c);
+    return rc == 0 ? 0 : (rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -ECONNRESET);
+}
+
+/* ---- the h2s as an L4 end ---- */
+
+static struct veil_hbone_h2s *of_end(struct veil_l4_end *e)
+{
+    return VEIL_CONTAINER_OF(e, struct veil_hbone_h2s, end);
+}
+
+static ssize_t end_read(struct veil_l4_end *e, void *buf, size_t n)
+{
+    struct veil_hbone_h2s *s = of_end(e);
+    size_t len = veil_buf_len(&s->in);
+    if (len > 0) {
+        size_t m = len < n ? len : n;
+        memcpy(buf, veil_buf_data(&s->in), m);
+        veil_buf_consume(&s->in, m);
+        if (s->attached) {
+            int crc = nghttp2_session_consume(s->h2c->ng, s->id, m);
+            if (getenv("HDBG"))
+                fprintf(stderr, "%s consume %d %zu rc %d eff %d local %d want_write %d\n", s->h2c->is_server ? "S" : "C", s->id, m, crc,
+                        nghttp2_session_get_effective_recv_data_length(s->h2c->ng),
+                        nghttp2_session_get_local_window_size(s->h2c->ng), nghttp2_session_want_write(s->h2c->ng));
+            hbone__kick(s->h2c);
+        }
+        return (ssize_t)m;
+    }
+    if (s->in_eof)
+        return 0;
+    if (!s->attached)
+        return s->err != 0 ? s->err : -ECONNRESET;
+    return -EAGAIN;
+}
+
+static ssize_t end_write(struct veil_l4_end *e, const void *buf, size_t n)
+{
+    struct veil_hbone_h2s *s = of_end(e);
+    if (!s->attached || s->out_eof)
+        return s->err != 0 ? s->err : -EPIPE;
+    size_t space = veil_buf_space(&s->out);
+    if (space == 0) {
+        s->write_blocked = true;
+        return -EAGAIN;
+    }
+    size_t m = space < n ? space : n;
+    if (veil_buf_append(&s->out, buf, m) != 0)
+        return -ENOMEM;
+    if (s->out_deferred) {
+        s->out_deferred = false;
+        nghttp2_session_resume_data(s->h2c->ng, s->id);
+    }
+    hbone__kick(s->h2c);
+    return (ssize_t)m;
+}
+
+static int end_shutdown_write(struct veil_l4_end *e)
+{
+    struct veil_hbone_h2s *s = of_end(e);
+    if (s->out_eof)
+        return 0;
+    if (!s->attached)
+        return s->err != 0 ? s->err : -EPIPE;
+    s->out_eof = true;
+    if (s->out_deferred) {
+        s->out_deferred = false;
+        nghttp2_session_resume_data(s->h2c->ng, s->id);
+    }
+    hbone__kick(s->h2c);
+    return 0;
+}
+
+static void end_set_interest(struct veil_l4_end *e, uint32_t events)
+{
+    of_end(e)->want = events;
+}
+
+static void end_close(struct veil_l4_end *e, bool abort)
+{
+    struct veil_hbone_h2s *s = of_end(e);
+    if (s->attached) {
+        if (abort || s->err != 0) {
+            hbone__h2s_reset(s, NGHTTP2_CANCEL);
+        } else {
+            /* Let what was accepted go out, then END_STREAM; what the peer
+             * still sends is dropped (and its window given back), and
+             * on_frame_send resets the stream once our side has ended. */
+            size_t unread = veil_buf_len(&s->in);
+            if (unread > 0) {
+                nghttp2_session_consume(s->h2c->ng, s->id, unread);
+                veil_buf_reset(&s->in);
+            }
+            if (!s->out_eof)
+                end_shutdown_write(e);
+            hbone__kick(s->h2c);
+        }
+    }
+    hbone__h2s_release(s);
+}
+
+const struct veil_l4_end_ops hbone__end_ops = {
+    .name = "hbone",
+    .read = end_read,
+    .write = end_write,
+    .shutdown_write = end_shutdown_write,
+    .set_interest = end_set_interest,
+    .close = end_close,
+};
+
+struct veil_l4_end *veil_hbone_h2s_end(struct veil_hbone_h2s *h2s)
+{
+    return &h2s->end;
+}
+
+const char *veil_hbone_h2s_authority(const struct veil_hbone_h2s *h2s)
+{
+    return h2s->authority;
+}
+
+/* ---- nghttp2 callbacks both sides share ---- */
+
+static bool is(const uint8_t *p, size_t n, const char *lit)
+{
+    return n == strlen(lit) && memcmp(p, lit, n) == 0;
+}
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    struct hbone_h2c *c = user;
+    if (!c->is_server || f->hd.type != NGHTTP2_HEADERS ||
+        f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct veil_hbone_h2s *s = hbone__h2s_new(c->loop, c->lim);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (nghttp2_session_set_stream_user_data(ng, f->hd.stream_id, s) != 0) {
+        veil_free(s);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    hbone__h2s_attach(c, s, f->hd.stream_id);
+    return 0;
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    (void)flags;
+    struct hbone_h2c *c = user;
+    struct veil_hbone_h2s *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (s == NULL || f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (!c->is_server) {
+        if (f->headers.cat == NGHTTP2_HCAT_RESPONSE && is(name, namelen, ":status")) {
+            int st = 0;
+            for (size_t i = 0; i < valuelen && i < 3; i++)
+                st = st * 10 + (value[i] - '0');
+            s->status = valuelen == 3 ? st : 0;
+        }
+        return 0;
+    }
+    if (is(name, namelen, ":method")) {
+        s->method_seen = true;
+        s->method_connect = is(value, valuelen, "CONNECT");
+    } else if (is(name, namelen, ":authority")) {
+        if (valuelen >= sizeof(s->authority)) {
+            s->authority_bad = true;
+        } else {
+            memcpy(s->authority, value, valuelen);
+            s->authority[valuelen] = '\0';
+        }
+    } else if (is(name, namelen, ":scheme") || is(name, namelen, ":path") ||
+               is(name, namelen, ":protocol")) {
+        s->has_scheme_or_path = true;
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    struct hbone_h2c *c = user;
+    if (f->hd.type == NGHTTP2_GOAWAY) {
+        c->goaway = true;
+        return 0;
+    }
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
+        return 0;
+    struct veil_hbone_h2s *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (s == NULL)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS) {
+        if (c->is_server && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+            hbone__server_headers_done(s);
+        else if (!c->is_server && f->headers.cat == NGHTTP2_HCAT_RESPONSE)
+            hbone__client_headers_done(s);
+    }
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        s->in_eof = true;
+        hbone__h2s_queue(s, VEIL_L4_READ);
+    }
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+                         size_t len, void *user)
+{
+    (void)flags;
+    struct hbone_h2c *c = user;
+    struct veil_hbone_h2s *s = nghttp2_session_get_stream_user_data(ng, id);
+    bool keep = s != NULL && s->app && !s->bad && (c->is_server || s->status == 200);
+    if (!keep) {
+        nghttp2_session_consume(ng, id, len);
+        return 0;
+    }
+    if (veil_buf_append(&s->in, data, len) != 0) {
+        nghttp2_session_consume(ng, id, len);
+        hbone__h2s_reset(s, NGHTTP2_FLOW_CONTROL_ERROR);
+        return 0;
+    }
+    hbone__h2s_queue(s, VEIL_L4_READ);
+    return 0;
+}
+
+/* Once our side of a stream nobody reads any more has ended, stop the
+ * peer's side too (RFC 9113, 8.1). */
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+    (void)user;
+    if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
+        !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    struct veil_hbone_h2s *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (s != NULL && !s->app && !s->in_eof && !s->rst_sent) {
+        s->rst_sent = true;
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *user)
+{
+    struct hbone_h2c *c = user;
+    struct veil_hbone_h2s *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (s == NULL)
+        return 0;
+    nghttp2_session_set_stream_user_data(ng, id, NULL);
+    if (code != NGHTTP2_NO_ERROR && !s->rst_sent)
+        hbone__stat(c->stats, HS_RESET, 1);
+    /* Bytes left unread will never be consumed through the stream. */
+    if (!veil_buf_is_empty(&s->in))
+        nghttp2_session_consume_connection(ng, veil_buf_len(&s->in));
+    const char *why = code == NGHTTP2_REFUSED_STREAM ? "stream refused by the server"
+                      : code == NGHTTP2_NO_ERROR     ? "stream closed"
+                                                     : "stream reset";
+    h2s_detach(s, code == NGHTTP2_NO_ERROR ? 0 : -ECONNRESET, why);
+    return 0;
+}
+
+static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int code, void *user)
+{
+    (void)ng;
+    struct hbone_h2c *c = user;
+    if (c->is_server && f->hd.type == NGHTTP2_HEADERS) {
+        hbone__stat(c->stats, HS_BAD_REQ, 1);
+        VEIL_DEBUG(HBONE_MOD, "%s: stream %d: invalid request: %s", c->name,
+                   (int)f->hd.stream_id, nghttp2_strerror(code));
+    }
+    return 0;
+}
+
+nghttp2_session_callbacks *hbone__callbacks(void)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        return NULL;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
+    return cbs;
+}
+
+nghttp2_option *hbone__options(const struct veil_hbone_limits *lim)
+{
+    nghttp2_option *opt = NULL;
+    if (nghttp2_option_new(&opt) != 0)
+        return NULL;
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_send_header_block_length(opt, lim->max_headers);
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_peer_max_concurrent_streams(opt, lim->max_streams);
+    return opt;
+}
+
+int hbone__settings(struct hbone_h2c *c)
+{
+    const nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->lim->max_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->lim->stream_window},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, c->lim->max_headers},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    /* ENABLE_PUSH is a client's setting only. */
+    if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, c->is_server ? 3 : 4) != 0)
+        return -ENOMEM;
+    if (nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)c->lim->conn_window) != 0)
+        return -ENOMEM;
+    return 0;
+}
+void hbone__debug_dump(struct hbone_h2c *c);
+void hbone__debug_dump(struct hbone_h2c *c)
+{
+    fprintf(stderr, "h2c %s server %d state %d nstreams %u tls_out %zu conn_remote_win %d want_w %d want_r %d\n", c->name, c->is_server, c->state, c->nstreams, veil_tls_out_len(&c->tls),
+            nghttp2_session_get_remote_window_size(c->ng), nghttp2_session_want_write(c->ng), nghttp2_session_want_read(c->ng));
+    for (struct veil_hbone_h2s *s = c->streams; s; s = s->next)
+        fprintf(stderr, "  s %d app %d phase %d in %zu out %zu out_eof %d in_eof %d deferred %d blocked %d rwin %d\n", s->id, s->app, s->phase, veil_buf_len(&s->in), veil_buf_len(&s->out), s->out_eof, s->in_eof, s->out_deferred, s->write_blocked,
+                nghttp2_session_get_stream_remote_window_size(c->ng, s->id));
+}

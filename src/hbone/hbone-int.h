@@ -1,0 +1,155 @@
+/* Internals shared by the HBONE server and pool (src/hbone/ only). */
+#ifndef VEIL_HBONE_HBONE_INT_H
+#define VEIL_HBONE_HBONE_INT_H
+
+#include "core/buf-t.h"
+#include "core/loop-t.h"
+#include "hbone/hbone-t.h"
+#include "l4/pump-t.h"
+#include "tls/spiffe-t.h"
+#include "tls/tls-t.h"
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+
+#include <nghttp2/nghttp2.h>
+
+#define HBONE_MOD        "hbone"
+#define HBONE_READ_CHUNK 16384
+#define HBONE_OUT_HIGH   (64 * 1024) /* pull frames from nghttp2 while less is queued in TLS */
+#define HBONE_ERR_MAX    160
+
+enum hbone_stat {
+    HS_CONN_TOTAL,
+    HS_CONN,
+    HS_CONNECT_FAIL,
+    HS_HANDSHAKE_FAIL,
+    HS_IDENTITY,
+    HS_PROTO,
+    HS_STREAMS_TOTAL,
+    HS_STREAMS,
+    HS_STREAMS_OK,
+    HS_REFUSED,
+    HS_BAD_REQ,
+    HS_RESET,
+    HS_REUSE,
+    HS_COUNT
+};
+
+enum h2c_state { H2C_CONNECTING, H2C_HANDSHAKE, H2C_READY, H2C_DEAD };
+
+/* Where a stream is in its life, from the application's point of view. */
+enum h2s_phase {
+    H2S_NEW,        /* server: headers arriving; client: waiting for its h2c */
+    H2S_CONNECT,    /* server: valid CONNECT, on_connect queued */
+    H2S_WAIT_APP,   /* server: given to on_connect, no answer yet */
+    H2S_SENT,       /* client: CONNECT sent, no answer yet */
+    H2S_ANSWERED,   /* client: answer (or failure) known, cb queued */
+    H2S_OPEN,       /* an L4 end */
+    H2S_DONE,       /* answered with an error (server) or cb ran with an error */
+};
+
+struct hbone_h2c;
+
+struct veil_hbone_h2s {
+    struct veil_l4_end end;
+    struct veil_loop *loop;
+    struct hbone_h2c *h2c; /* NULL once detached from the HTTP/2 stream */
+    struct veil_hbone_h2s *prev, *next; /* in h2c->streams, or h2c->pending */
+    int32_t id;
+    enum h2s_phase phase;
+    bool app;          /* the application holds the handle */
+    bool attached;     /* the nghttp2 stream is alive (in h2c->streams) */
+    bool queued;       /* client: in h2c->pending, not submitted yet */
+    bool in_eof;       /* the peer's END_STREAM arrived */
+    bool out_eof;      /* shutdown_write: END_STREAM after out */
+    bool out_deferred; /* the data provider waits (NGHTTP2_ERR_DEFERRED) */
+    bool write_blocked; /* write returned -EAGAIN: owe a VEIL_L4_WRITE */
+    bool rst_sent;
+    bool bad;          /* server: request refused by hbone itself */
+    int err;           /* -ECONNRESET / -EPIPE once the stream failed */
+    uint32_t want;
+    uint32_t pending;  /* VEIL_L4_* to deliver from notify_d */
+    struct veil_buf in, out;
+    struct veil_defer notify_d, free_d;
+    /* request (server) / response (client) headers */
+    bool method_connect, method_seen, has_scheme_or_path, authority_bad;
+    int status;
+    char authority[VEIL_HBONE_AUTHORITY_MAX];
+    /* client */
+    veil_hbone_connect_cb cb;
+    void *cb_arg;
+    char errbuf[HBONE_ERR_MAX];
+};
+
+struct hbone_h2c {
+    struct veil_tls_conn tls;
+    struct veil_loop *loop;
+    bool is_server;
+    struct veil_hbone_server *srv;
+    struct veil_hbone_pool *pool;
+    const struct veil_hbone_limits *lim;
+    _Atomic uint64_t *stats;
+    struct hbone_h2c *prev, *next; /* in the owner's list */
+    nghttp2_session *ng;
+    struct veil_hbone_h2s *streams; /* attached */
+    struct veil_hbone_h2s *pending; /* client: waiting for READY (FIFO, tail insert) */
+    uint32_t nstreams, npending;
+    enum h2c_state state;
+    bool goaway; /* no new streams */
+    struct veil_timer timer; /* handshake deadline, then idle */
+    struct veil_defer kick_d, free_d;
+    struct sockaddr_storage peer, local;
+    socklen_t peer_len, local_len;
+    char name[INET6_ADDRSTRLEN + 8];
+    char peer_id[VEIL_SPIFFE_ID_MAX + 1];
+    /* client */
+    char *key;
+    char *server_id;
+    char err[HBONE_ERR_MAX];
+};
+
+/* ---- h2c.c ---- */
+void hbone__stat(_Atomic uint64_t *stats, enum hbone_stat s, int64_t n);
+void hbone__stats_read(_Atomic uint64_t *const stats, struct veil_hbone_stats *out);
+void hbone__name(const struct sockaddr_storage *ss, char *buf, size_t n);
+/* Queues a flush of the h2c at the end of the iteration. */
+void hbone__kick(struct hbone_h2c *c);
+/* Flushes now; closes the h2c if it failed or is finished. */
+void hbone__after(struct hbone_h2c *c);
+/* Reads and feeds nghttp2 until -EAGAIN; closes on failure. false if closed. */
+bool hbone__read(struct hbone_h2c *c);
+/* Closes the h2c now (not from an nghttp2 callback): streams are detached
+ * and told; memory freed at the end of the iteration. */
+void hbone__close(struct hbone_h2c *c, const char *reason);
+/* The callbacks both sides share; the side-specific ones are set by them. */
+nghttp2_session_callbacks *hbone__callbacks(void);
+nghttp2_option *hbone__options(const struct veil_hbone_limits *lim);
+int hbone__settings(struct hbone_h2c *c);
+void hbone__limits(struct veil_hbone_limits *l, const struct veil_hbone_limits *in);
+/* Starts or stops the idle timer depending on whether streams are open. */
+void hbone__idle_check(struct hbone_h2c *c);
+/* Starts the handshake deadline (limits.handshake_ms). */
+void hbone__deadline(struct hbone_h2c *c);
+
+/* Streams */
+struct veil_hbone_h2s *hbone__h2s_new(struct veil_loop *loop, const struct veil_hbone_limits *lim);
+void hbone__h2s_attach(struct hbone_h2c *c, struct veil_hbone_h2s *s, int32_t id);
+/* Queues delivery of `ev` (or the phase change) to the stream's user. */
+void hbone__h2s_queue(struct veil_hbone_h2s *s, uint32_t ev);
+/* The application lets go of the handle. */
+void hbone__h2s_release(struct veil_hbone_h2s *s);
+void hbone__h2s_reset(struct veil_hbone_h2s *s, uint32_t code);
+int hbone__h2s_submit_response(struct veil_hbone_h2s *s, int status);
+nghttp2_data_provider hbone__provider(struct veil_hbone_h2s *s);
+/* Set by server.c / pool.c: runs a stream's phase change from notify_d. */
+void hbone__server_dispatch(struct veil_hbone_h2s *s);
+void hbone__client_dispatch(struct veil_hbone_h2s *s);
+/* Side-specific hooks called by h2c.c. */
+void hbone__server_headers_done(struct veil_hbone_h2s *s);
+void hbone__client_headers_done(struct veil_hbone_h2s *s);
+void hbone__client_closed(struct hbone_h2c *c);
+void hbone__server_closed(struct hbone_h2c *c);
+extern const struct veil_l4_end_ops hbone__end_ops;
+
+#endif

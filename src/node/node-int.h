@@ -1,0 +1,161 @@
+/* Internal to src/node/: the node proxy's state shared by its files. */
+#ifndef VEIL_NODE_NODE_INT_H
+#define VEIL_NODE_NODE_INT_H
+
+#include "core/loop-t.h"
+#include "node/config-t.h"
+#include "node/node.h"
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#define LOG "node"
+
+struct veil_metrics;
+struct veil_metrics_family;
+struct veil_metrics_series;
+struct veil_reqsrv;
+struct veil_push_client;
+struct veil_tls_ctx;
+struct veil_authz;
+struct veil_dns_server;
+struct veil_hbone_server;
+struct veil_hbone_pool;
+struct veil_node_conn;
+
+/* An intrusive doubly-linked list. */
+struct veil_node_link {
+    struct veil_node_link *prev, *next;
+};
+static inline void node__list_init(struct veil_node_link *h)
+{
+    h->prev = h->next = h;
+}
+static inline void node__list_add(struct veil_node_link *h, struct veil_node_link *l)
+{
+    l->next = h;
+    l->prev = h->prev;
+    h->prev->next = l;
+    h->prev = l;
+}
+static inline void node__list_del(struct veil_node_link *l)
+{
+    if (l->next != NULL) {
+        l->prev->next = l->next;
+        l->next->prev = l->prev;
+    }
+    l->prev = l->next = NULL;
+}
+static inline bool node__list_empty(const struct veil_node_link *h)
+{
+    return h->next == h;
+}
+
+/* A workload identity served on this node (ns/sa): its key and certificate,
+ * made here and signed by the control plane. */
+struct veil_node_ident {
+    struct veil_node_link link;
+    struct veil_node *node;
+    char *ns, *sa;
+    char id[300];
+    char *key_pem, *cert_pem;
+    time_t not_before, not_after;
+    struct veil_tls_ctx *server_ctx, *client_ctx; /* NULL until the cert is there */
+    struct veil_tls_ctx **retired;                /* replaced contexts, freed at exit */
+    size_t nretired;
+    bool requesting;
+    char *pending_key;       /* the key of the CSR in flight */
+    struct veil_timer timer; /* renewal, or retry after a failure */
+    uint64_t retry_ms;
+    struct veil_node_link waiters; /* conns waiting for the certificate */
+};
+
+/* An enrolled pod: its netns and the listeners open in it. */
+struct veil_node_pod {
+    struct veil_node_link link;
+    struct veil_node *node;
+    char *ns, *name, *netns, *sa;
+    struct in_addr addr;
+    char addr_str[INET_ADDRSTRLEN];
+    int netns_fd;
+    struct veil_node_ident *ident;
+    struct veil_io out_io, in_io;    /* 15001, 15006 listeners */
+    int hbone_fd;                    /* 15008 listener, until the server takes it */
+    struct veil_io hbone_io;         /* accepts 15008 while no server exists */
+    struct veil_hbone_server *hbone; /* 15008 */
+    struct veil_dns_server *dns;     /* 15053 UDP + TCP */
+    struct veil_node_link conns;     /* its live connections (either direction) */
+};
+
+/* Metric families (docs/node.md). */
+struct veil_node_metrics {
+    struct veil_metrics_family *opened, *closed, *sent, *received;
+    struct veil_metrics_family *refused; /* veil_node_refused_total{reason} */
+    struct veil_metrics_series *cfg_applied, *cfg_rejected, *pods, *enrol_errors, *certs,
+        *cert_errors, *cfg_version, *connected;
+};
+
+struct veil_node {
+    struct veil_loop *loop;
+    struct veil_node_opts opts;
+    char dir[512];
+    char ctl_addr[64];
+    uint16_t ctl_port;
+    char trust_domain[256];
+    /* the node's own identity (from the join) */
+    char *key_pem, *cert_pem, *bundle_pem, *control_id;
+    time_t node_not_after, node_not_before;
+    struct veil_node_cfg cfg;
+    struct veil_authz *authz;
+    uint64_t authz_gen;
+    struct veil_metrics *metrics;
+    struct veil_node_metrics m;
+    struct veil_reqsrv *sock_srv, *metrics_srv, *ready_srv, *admin_srv;
+    uint16_t metrics_port, ready_port, admin_port;
+    struct veil_io sig_io;
+    /* the push connection */
+    struct veil_push_client *pc;
+    bool pc_up, watching;
+    uint64_t backoff_ms;
+    struct veil_timer reconnect;
+    struct veil_timer renew_node;
+    /* pods, identities, connections */
+    struct veil_node_link pods, idents;
+    struct veil_hbone_pool *pool;
+    bool stopping;
+};
+
+/* node.c */
+int node__save_pods(struct veil_node *n);
+void node__refused(struct veil_node *n, const char *reason);
+
+/* pod.c */
+int node__pod_add(struct veil_node *n, const char *ns, const char *name, const char *netns,
+                  const char *addr, const char *sa, bool persist, char *err, size_t errlen);
+int node__pod_del(struct veil_node *n, const char *ns, const char *name, char *err, size_t errlen);
+void node__pod_free(struct veil_node_pod *p, bool remove_rules);
+struct veil_node_pod *node__pod_by_addr(struct veil_node *n, struct in_addr a);
+
+/* certs.c */
+struct veil_node_ident *node__ident_get(struct veil_node *n, const char *ns, const char *sa);
+void node__ident_kick(struct veil_node *n); /* the push connection is up: send requests */
+void node__idents_free(struct veil_node *n);
+int node__cert_times(const char *pem, time_t *not_before, time_t *not_after);
+/* The identity's certificate is there (or replaced): pods serve 15008 with it. */
+void node__pod_ident_ready(struct veil_node *n, struct veil_node_ident *id);
+
+/* proxy.c */
+void node__outbound_accept(struct veil_node_pod *p, int fd);
+void node__inbound_accept(struct veil_node_pod *p, int fd);
+int node__pod_hbone_start(struct veil_node_pod *p);
+void node__pod_hbone_stop(struct veil_node_pod *p);
+void node__conns_recheck(struct veil_node *n);
+void node__conns_close_pod(struct veil_node_pod *p);
+void node__ident_waiters_run(struct veil_node_ident *id, const char *err);
+
+/* telemetry.c */
+int node__metrics_setup(struct veil_node *n);
+
+#endif

@@ -1,0 +1,715 @@
+/* The node proxy's data path (docs/node.md, "Data path"): outbound from a
+ * pod (15001) over HBONE or passed through, inbound HBONE (15008) and
+ * inbound plaintext (15006) to the pod, with L4 policy, metrics and one
+ * access-log line per connection. */
+#include "node/node-int.h"
+#include "node/telemetry.h"
+
+#include "capture/capture.h"
+#include "capture/netns.h"
+#include "core/alloc.h"
+#include "core/container.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/metrics.h"
+#include "hbone/hbone.h"
+#include "l4/pump.h"
+#include "node/authz.h"
+#include "node/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define CERT_WAIT_MS       10000
+#define CONNECT_TIMEOUT_MS 10000
+#define NAME_MAX_          256
+
+enum conn_kind { OUT_MESH, OUT_PASS, IN_HBONE, IN_PLAIN };
+enum conn_state { ST_WAIT_CERT, ST_DIALING, ST_CONNECTING, ST_PUMPING, ST_DONE };
+
+struct veil_node_conn {
+    struct veil_node_link link;      /* pod->conns */
+    struct veil_node_link wait_link; /* ident->waiters while ST_WAIT_CERT */
+    struct veil_node *node;
+    struct veil_node_pod *pod;
+    enum conn_kind kind;
+    enum conn_state state;
+    int app_fd;                 /* accepted socket, until handed to a pump */
+    struct veil_hbone_h2s *h2s; /* dial in flight (outbound) or CONNECT to answer (inbound) */
+    int up_fd;                  /* upstream TCP socket while connecting */
+    struct veil_io up_io;
+    struct veil_timer timer;
+    struct veil_l4_pump *pump;
+    struct veil_defer free_d;
+    struct sockaddr_in src, dst; /* client and the address actually dialled */
+    uint16_t dst_port;           /* the destination port the policy sees */
+    char authority[VEIL_HBONE_AUTHORITY_MAX];
+    char src_wl[NAME_MAX_], src_ns[NAME_MAX_], src_principal[320];
+    char dst_wl[NAME_MAX_], dst_ns[NAME_MAX_], dst_principal[320], dst_service[NAME_MAX_];
+    const char *flags, *reason;
+    uint64_t start_wall_ms, start_mono_ms;
+};
+
+/* ---- helpers ---- */
+
+static uint64_t wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static void fmt_addr(const struct sockaddr_in *a, char *buf, size_t n)
+{
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+    snprintf(buf, n, "%s:%u", ip, ntohs(a->sin_port));
+}
+
+static void copy(char *dst, size_t n, const char *src)
+{
+    snprintf(dst, n, "%s", src != NULL ? src : "");
+}
+
+/* "Workload/ns/name" -> ns, name. */
+static void split_key(const char *key, char *ns, size_t nsn, char *name, size_t namen)
+{
+    const char *a = key != NULL ? strchr(key, '/') : NULL;
+    const char *b = a != NULL ? strchr(a + 1, '/') : NULL;
+    if (b == NULL)
+        return;
+    snprintf(ns, nsn, "%.*s", (int)(b - a - 1), a + 1);
+    copy(name, namen, b + 1);
+}
+
+static bool is_proxy_port(uint16_t port)
+{
+    return port == VEIL_PORT_OUTBOUND || port == VEIL_PORT_INBOUND || port == VEIL_PORT_HBONE ||
+           port == VEIL_PORT_DNS || port == VEIL_PORT_ADMIN || port == VEIL_PORT_METRICS ||
+           port == VEIL_PORT_READINESS;
+}
+
+static struct veil_node_conn *conn_new(struct veil_node_pod *p, enum conn_kind kind)
+{
+    struct veil_node_conn *c = veil_calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->node = p->node;
+    c->pod = p;
+    c->kind = kind;
+    c->app_fd = c->up_fd = -1;
+    c->start_wall_ms = wall_ms();
+    c->start_mono_ms = veil_now_ms();
+    node__list_add(&p->conns, &c->link);
+    return c;
+}
+
+static void conn_free_d(struct veil_defer *d)
+{
+    veil_free(VEIL_CONTAINER_OF(d, struct veil_node_conn, free_d));
+}
+
+static const char *direction(const struct veil_node_conn *c)
+{
+    static const char *const names[] = {"outbound", "passthrough", "inbound", "inbound_plaintext"};
+    return names[c->kind];
+}
+
+/* Records the connection (metrics, access log) and frees it. a_to_b is the
+ * request direction (client to server), b_to_a the response direction. */
+static void conn_finish(struct veil_node_conn *c, uint64_t request_bytes, uint64_t response_bytes)
+{
+    struct veil_node *n = c->node;
+    char src[64], dst[64];
+    fmt_addr(&c->src, src, sizeof(src));
+    fmt_addr(&c->dst, dst, sizeof(dst));
+    struct veil_node_conn_info info = {
+        .reporter = c->kind == OUT_MESH || c->kind == OUT_PASS ? "source" : "destination",
+        .src_workload = c->src_wl,
+        .src_ns = c->src_ns,
+        .src_principal = c->src_principal,
+        .dst_workload = c->dst_wl,
+        .dst_ns = c->dst_ns,
+        .dst_principal = c->dst_principal,
+        .dst_service = c->dst_service,
+        .security = c->kind == OUT_MESH || c->kind == IN_HBONE ? "mutual_tls" : "none",
+        .flags = c->flags,
+        .src_addr = src,
+        .dst_addr = dst,
+        .reason = c->reason,
+        .direction = direction(c),
+        .start_ms = c->start_wall_ms,
+        .duration_ms = veil_now_ms() - c->start_mono_ms,
+        .sent = response_bytes,
+        .received = request_bytes,
+    };
+    const char *v[VEIL_NODE_TCP_NLABELS];
+    veil_node_tcp_label_values(&info, v);
+    veil_metrics_counter_add(veil_metrics_series(n->m.opened, v), 1);
+    veil_metrics_counter_add(veil_metrics_series(n->m.closed, v), 1);
+    veil_metrics_counter_add(veil_metrics_series(n->m.received, v), request_bytes);
+    veil_metrics_counter_add(veil_metrics_series(n->m.sent, v), response_bytes);
+    char line[4096];
+    int l = veil_node_access_log_line(&info, line, sizeof(line));
+    if (l > 0)
+        veil_write_all(STDERR_FILENO, line, (size_t)l);
+    node__list_del(&c->link);
+    node__list_del(&c->wait_link);
+    veil_timer_stop(&c->timer);
+    c->state = ST_DONE;
+    veil_loop_defer(n->loop, &c->free_d, conn_free_d);
+}
+
+/* Ends a connection that never reached the pump. */
+static void conn_fail(struct veil_node_conn *c, const char *flags, const char *reason)
+{
+    c->flags = flags;
+    c->reason = reason;
+    if (c->h2s != NULL) {
+        if (c->kind == OUT_MESH)
+            veil_hbone_h2s_cancel(c->h2s);
+        else
+            veil_hbone_h2s_respond(c->h2s, strcmp(flags, "DENY") == 0 ? 401 : 503);
+        c->h2s = NULL;
+    }
+    if (veil_io_is_active(&c->up_io))
+        veil_io_stop(&c->up_io);
+    if (c->up_fd >= 0)
+        close(c->up_fd);
+    if (c->app_fd >= 0) {
+        struct linger lg = {1, 0}; /* reset: the client sees the failure at once */
+        setsockopt(c->app_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(c->app_fd);
+    }
+    c->up_fd = c->app_fd = -1;
+    conn_finish(c, 0, 0);
+}
+
+static void pump_done(struct veil_l4_pump *p, const char *err, const struct veil_l4_pump_stats *st,
+                      void *arg)
+{
+    struct veil_node_conn *c = arg;
+    (void)p;
+    c->pump = NULL;
+    if (err != NULL && c->reason == NULL)
+        c->reason = err;
+    conn_finish(c, st->a_to_b, st->b_to_a);
+}
+
+/* Pumps between a (the client side) and b (the server side). */
+static void conn_pump(struct veil_node_conn *c, struct veil_l4_end *a, struct veil_l4_end *b)
+{
+    c->state = ST_PUMPING;
+    c->pump = veil_l4_pump_start(c->node->loop, a, b, pump_done, c);
+    if (c->pump == NULL) {
+        c->flags = "-";
+        c->reason = "out of memory";
+        conn_finish(c, 0, 0);
+    }
+}
+
+/* ---- policy ---- */
+
+static const json_t *wl_labels(const struct veil_node *n, struct in_addr ip)
+{
+    const struct veil_node_item *it = veil_node_cfg_wl_item_by_ip(&n->cfg, ip);
+    return it != NULL ? json_object_get(json_object_get(it->json, "spec"), "labels") : NULL;
+}
+
+static enum veil_authz_verdict authorize(struct veil_node_conn *c, char *policy, size_t cap)
+{
+    struct veil_node_pod *p = c->pod;
+    const json_t *labels = wl_labels(c->node, p->addr);
+    struct veil_authz_req req = {
+        .dst_ns = p->ns,
+        .dst_labels = {labels != NULL ? veil_authz_json_label : NULL, labels},
+        .dst_port = c->dst_port,
+        .dst_ip = {.family = AF_INET, .u.v4 = p->addr},
+        .src_principal = c->kind == IN_HBONE ? c->src_principal : NULL,
+        .src_ip = {.family = AF_INET, .u.v4 = c->src.sin_addr},
+    };
+    return veil_authz_check(c->node->authz, &req, policy, cap);
+}
+
+static bool plaintext_refused(struct veil_node_conn *c)
+{
+    const json_t *labels = wl_labels(c->node, c->pod->addr);
+    struct veil_authz_labels l = {labels != NULL ? veil_authz_json_label : NULL, labels};
+    return veil_authz_peer_mode(c->node->authz, c->pod->ns, &l, c->dst_port) == VEIL_MTLS_STRICT;
+}
+
+void node__conns_recheck(struct veil_node *n)
+{
+    for (struct veil_node_link *pl = n->pods.next; pl != &n->pods; pl = pl->next) {
+        struct veil_node_pod *p = VEIL_CONTAINER_OF(pl, struct veil_node_pod, link);
+        struct veil_node_link *l = p->conns.next;
+        while (l != &p->conns) {
+            struct veil_node_conn *c = VEIL_CONTAINER_OF(l, struct veil_node_conn, link);
+            l = l->next; /* abort unlinks c */
+            if (c->state != ST_PUMPING || (c->kind != IN_HBONE && c->kind != IN_PLAIN))
+                continue;
+            char policy[VEIL_AUTHZ_NAME_MAX] = "";
+            bool strict = c->kind == IN_PLAIN && plaintext_refused(c);
+            if (strict || authorize(c, policy, sizeof(policy)) == VEIL_AUTHZ_DENY) {
+                VEIL_INFO(LOG, "pod %s/%s: closing a connection the policy now denies (%s)", p->ns,
+                          p->name, strict ? "STRICT mTLS" : policy);
+                node__refused(n, strict ? "strict_mtls" : "authz_denied");
+                c->flags = "DENY";
+                c->reason = "policy revoked";
+                veil_l4_pump_abort(c->pump, "policy revoked");
+            }
+        }
+    }
+}
+
+void node__conns_close_pod(struct veil_node_pod *p)
+{
+    while (!node__list_empty(&p->conns)) {
+        struct veil_node_conn *c = VEIL_CONTAINER_OF(p->conns.next, struct veil_node_conn, link);
+        if (c->state == ST_PUMPING)
+            veil_l4_pump_abort(c->pump, "pod removed");
+        else
+            conn_fail(c, "-", "pod removed");
+    }
+}
+
+/* ---- upstream TCP (passthrough and inbound) ---- */
+
+static void up_timeout(struct veil_timer *t)
+{
+    struct veil_node_conn *c = VEIL_CONTAINER_OF(t, struct veil_node_conn, timer);
+    conn_fail(c, "UF", "upstream connect timeout");
+}
+
+static void up_connected(struct veil_node_conn *c)
+{
+    struct veil_node *n = c->node;
+    veil_timer_stop(&c->timer);
+    int fd = c->up_fd;
+    c->up_fd = -1;
+    struct veil_l4_end *up = veil_l4_tcp_new(n->loop, fd);
+    struct veil_l4_end *client = NULL;
+    if (up != NULL && c->kind == IN_HBONE) {
+        struct veil_hbone_h2s *h2s = c->h2s;
+        c->h2s = NULL;
+        if (veil_hbone_h2s_respond(h2s, 200) != 0) {
+            up->ops->close(up, true);
+            c->reason = "client left";
+            c->flags = "-";
+            conn_finish(c, 0, 0);
+            return;
+        }
+        client = veil_hbone_h2s_end(h2s);
+    } else if (up != NULL) {
+        client = veil_l4_tcp_new(n->loop, c->app_fd);
+        c->app_fd = -1;
+        if (client == NULL) {
+            up->ops->close(up, true);
+            conn_fail(c, "-", "out of memory");
+            return;
+        }
+    }
+    if (up == NULL) {
+        conn_fail(c, "-", "out of memory");
+        return;
+    }
+    c->flags = "-";
+    conn_pump(c, client, up);
+}
+
+static void up_io_cb(struct veil_io *io, uint32_t ev)
+{
+    struct veil_node_conn *c = VEIL_CONTAINER_OF(io, struct veil_node_conn, up_io);
+    (void)ev;
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    veil_io_stop(io);
+    if (getsockopt(c->up_fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+        soerr = errno;
+    if (soerr != 0) {
+        VEIL_DEBUG(LOG, "upstream connect: %s", strerror(soerr));
+        conn_fail(c, "UF", "upstream connect failed");
+        return;
+    }
+    up_connected(c);
+}
+
+/* Connects c->dst from a socket in the pod's netns: transparent (bound to
+ * the caller's address) for inbound, marked for passthrough. */
+static void up_connect(struct veil_node_conn *c, bool transparent)
+{
+    struct veil_node *n = c->node;
+    int fd = veil_netns_socket(c->pod->netns_fd, AF_INET, SOCK_STREAM, 0);
+    int rc = fd;
+    if (fd >= 0) {
+        c->up_fd = fd;
+        struct sockaddr_in caller = c->src;
+        rc = transparent
+                 ? veil_capture_transparent_prep(fd, (struct sockaddr *)&caller, sizeof(caller))
+                 : veil_capture_mark(fd);
+    }
+    if (rc >= 0 && connect(fd, (struct sockaddr *)&c->dst, sizeof(c->dst)) != 0 &&
+        errno != EINPROGRESS)
+        rc = -errno;
+    if (rc < 0) {
+        VEIL_DEBUG(LOG, "upstream socket: %s", strerror(-rc));
+        conn_fail(c, "UF", "upstream connect failed");
+        return;
+    }
+    c->state = ST_CONNECTING;
+    if (veil_io_start(n->loop, &c->up_io, fd, VEIL_IO_WRITE, up_io_cb) != 0 ||
+        veil_timer_start(n->loop, &c->timer, CONNECT_TIMEOUT_MS, 0, up_timeout) != 0)
+        conn_fail(c, "-", "out of memory");
+}
+
+/* ---- outbound ---- */
+
+static int make_socket(int family, void *arg)
+{
+    struct veil_node_pod *p = arg;
+    int fd = veil_netns_socket(p->netns_fd, family, SOCK_STREAM, 0);
+    if (fd < 0)
+        return fd;
+    int rc = veil_capture_mark(fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+static void dial_cb(struct veil_hbone_h2s *h2s, int status, const char *err, void *arg)
+{
+    struct veil_node_conn *c = arg;
+    c->h2s = NULL;
+    if (status != 200) {
+        VEIL_DEBUG(LOG, "HBONE to %s for %s: %d %s", c->authority, c->src_principal, status,
+                   err != NULL ? err : "");
+        conn_fail(c, status == 401 || status == 403 ? "DENY" : "UF",
+                  status == 401 || status == 403 ? "denied by the destination"
+                  : status != 0                  ? "refused by the destination"
+                                                 : "HBONE connect failed");
+        return;
+    }
+    struct veil_l4_end *tunnel = veil_hbone_h2s_end(h2s);
+    struct veil_l4_end *app = veil_l4_tcp_new(c->node->loop, c->app_fd);
+    c->app_fd = -1;
+    if (app == NULL) {
+        tunnel->ops->close(tunnel, true);
+        conn_fail(c, "-", "out of memory");
+        return;
+    }
+    c->flags = "-";
+    conn_pump(c, app, tunnel);
+}
+
+static void dial(struct veil_node_conn *c)
+{
+    struct veil_node_pod *p = c->pod;
+    char key[600];
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &c->dst.sin_addr, ip, sizeof(ip));
+    /* The pod's address in the key: one pod's h2c never carries another's. */
+    snprintf(key, sizeof(key), "%s|%s|%p|%s", p->ident->id, p->addr_str, (void *)p, ip);
+    struct sockaddr_in hb = c->dst;
+    hb.sin_port = htons(VEIL_PORT_HBONE);
+    struct veil_hbone_dial d = {
+        .key = key,
+        .tls = p->ident->client_ctx,
+        .dst = (struct sockaddr *)&hb,
+        .dst_len = sizeof(hb),
+        .authority = c->authority,
+        .server_id = c->dst_principal,
+        .make_socket = make_socket,
+        .make_socket_arg = p,
+    };
+    c->state = ST_DIALING;
+    c->h2s = veil_hbone_pool_connect(c->node->pool, &d, dial_cb, c);
+    if (c->h2s == NULL)
+        conn_fail(c, "UF", "HBONE connect failed");
+}
+
+static void cert_timeout(struct veil_timer *t)
+{
+    struct veil_node_conn *c = VEIL_CONTAINER_OF(t, struct veil_node_conn, timer);
+    conn_fail(c, "UF", "no workload certificate yet");
+}
+
+void node__ident_waiters_run(struct veil_node_ident *id, const char *err)
+{
+    while (id->waiters.next != NULL && !node__list_empty(&id->waiters)) {
+        struct veil_node_conn *c =
+            VEIL_CONTAINER_OF(id->waiters.next, struct veil_node_conn, wait_link);
+        node__list_del(&c->wait_link);
+        veil_timer_stop(&c->timer);
+        if (err != NULL)
+            conn_fail(c, "UF", err);
+        else
+            dial(c);
+    }
+}
+
+/* Where an outbound connection goes: fills dst, authority and the
+ * destination's labels. Returns the kind (OUT_MESH or OUT_PASS), or -1
+ * when a service has no endpoint for the port. */
+static int route(struct veil_node_conn *c, const struct sockaddr_in *orig)
+{
+    struct veil_node *n = c->node;
+    uint16_t port = ntohs(orig->sin_port), target = port;
+    struct veil_node_svc *svc = veil_node_cfg_svc_by_vip(&n->cfg, orig->sin_addr);
+    c->dst = *orig;
+    if (svc != NULL) {
+        snprintf(c->dst_service, sizeof(c->dst_service), "%s.%s.svc.cluster.local", svc->name,
+                 svc->ns);
+        const struct veil_node_ep *ep = veil_node_svc_pick(svc, port, &target);
+        if (ep == NULL)
+            return -1;
+        c->dst.sin_addr = ep->addr;
+        c->dst.sin_port = htons(target);
+        copy(c->dst_principal, sizeof(c->dst_principal), ep->identity);
+        split_key(ep->workload, c->dst_ns, sizeof(c->dst_ns), c->dst_wl, sizeof(c->dst_wl));
+    } else {
+        const struct veil_node_wl *wl = veil_node_cfg_wl_by_ip(&n->cfg, orig->sin_addr);
+        inet_ntop(AF_INET, &orig->sin_addr, c->dst_service, sizeof(c->dst_service));
+        if (wl == NULL)
+            return OUT_PASS;
+        copy(c->dst_principal, sizeof(c->dst_principal), wl->identity);
+        copy(c->dst_ns, sizeof(c->dst_ns), wl->ns);
+        copy(c->dst_wl, sizeof(c->dst_wl), wl->name);
+    }
+    c->dst_port = ntohs(c->dst.sin_port);
+    veil_hbone_format_authority((struct sockaddr *)&c->dst, c->authority, sizeof(c->authority));
+    return OUT_MESH;
+}
+
+void node__outbound_accept(struct veil_node_pod *p, int fd)
+{
+    struct veil_node *n = p->node;
+    struct sockaddr_storage orig;
+    socklen_t sl = sizeof(struct sockaddr_in);
+    struct veil_node_conn *c = conn_new(p, OUT_MESH);
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->app_fd = fd;
+    getpeername(fd, (struct sockaddr *)&c->src, &sl);
+    copy(c->src_wl, sizeof(c->src_wl), p->name);
+    copy(c->src_ns, sizeof(c->src_ns), p->ns);
+    copy(c->src_principal, sizeof(c->src_principal), p->ident->id);
+    if (veil_capture_original_dst(fd, &orig) != 0 || orig.ss_family != AF_INET) {
+        node__refused(n, "no_original_destination");
+        conn_fail(c, "NR", "no original destination");
+        return;
+    }
+    int kind = route(c, (struct sockaddr_in *)&orig);
+    if (kind < 0) {
+        conn_fail(c, "UH", "no endpoint for the service port");
+        return;
+    }
+    c->kind = (enum conn_kind)kind;
+    if (c->kind == OUT_PASS) {
+        c->dst_principal[0] = '\0';
+        up_connect(c, false);
+        return;
+    }
+    if (p->ident->client_ctx != NULL) {
+        dial(c);
+        return;
+    }
+    c->state = ST_WAIT_CERT;
+    node__list_add(&p->ident->waiters, &c->wait_link);
+    veil_timer_start(n->loop, &c->timer, CERT_WAIT_MS, 0, cert_timeout);
+}
+
+/* ---- inbound ---- */
+
+/* The source workload of an inbound connection, from its address. */
+static void inbound_source(struct veil_node_conn *c)
+{
+    const struct veil_node_wl *wl = veil_node_cfg_wl_by_ip(&c->node->cfg, c->src.sin_addr);
+    if (wl != NULL) {
+        copy(c->src_wl, sizeof(c->src_wl), wl->name);
+        copy(c->src_ns, sizeof(c->src_ns), wl->ns);
+    } else if (c->src_principal[0] != '\0') {
+        veil_authz_principal_ns(c->src_principal, c->src_ns, sizeof(c->src_ns));
+    }
+}
+
+static int svc_of_target(void *arg, const struct veil_node_item *it)
+{
+    struct veil_node_conn *c = arg;
+    if (it->kind != VEIL_NODE_SERVICE)
+        return 0;
+    const struct veil_node_svc *s = it->u.svc;
+    for (size_t i = 0; i < s->neps; i++)
+        for (size_t j = 0; s->eps[i].has_addr && s->eps[i].addr.s_addr == c->pod->addr.s_addr &&
+                           j < s->eps[i].nports;
+             j++)
+            if (s->eps[i].ports[j].target == c->dst_port) {
+                snprintf(c->dst_service, sizeof(c->dst_service), "%s.%s.svc.cluster.local", s->name,
+                         s->ns);
+                return 1;
+            }
+    return 0;
+}
+
+static void inbound_destination(struct veil_node_conn *c)
+{
+    struct veil_node_pod *p = c->pod;
+    copy(c->dst_wl, sizeof(c->dst_wl), p->name);
+    copy(c->dst_ns, sizeof(c->dst_ns), p->ns);
+    copy(c->dst_principal, sizeof(c->dst_principal), p->ident->id);
+    if (veil_node_cfg_each(&c->node->cfg, svc_of_target, c) == 0)
+        fmt_addr(&c->dst, c->dst_service, sizeof(c->dst_service));
+}
+
+static void on_connect(struct veil_hbone_h2s *h2s, const struct veil_hbone_connect_info *info,
+                       void *arg)
+{
+    struct veil_node_pod *p = arg;
+    struct veil_node *n = p->node;
+    struct veil_node_conn *c = conn_new(p, IN_HBONE);
+    if (c == NULL) {
+        veil_hbone_h2s_respond(h2s, 503);
+        return;
+    }
+    c->h2s = h2s;
+    copy(c->src_principal, sizeof(c->src_principal), info->peer_id);
+    if (info->peer != NULL && info->peer->sa_family == AF_INET)
+        memcpy(&c->src, info->peer, sizeof(c->src));
+    if (info->dst->sa_family == AF_INET)
+        memcpy(&c->dst, info->dst, sizeof(c->dst));
+    c->dst_port = ntohs(c->dst.sin_port);
+    inbound_source(c);
+    inbound_destination(c);
+    if (info->dst->sa_family != AF_INET || c->dst.sin_addr.s_addr != p->addr.s_addr ||
+        is_proxy_port(c->dst_port)) {
+        node__refused(n, "bad_destination");
+        VEIL_WARN(LOG, "pod %s/%s: refused CONNECT %s from %s: not this pod's application port",
+                  p->ns, p->name, info->authority, c->src_principal);
+        c->reason = "destination is not this pod's application port";
+        c->flags = "NR";
+        veil_hbone_h2s_respond(c->h2s, 400);
+        c->h2s = NULL;
+        conn_finish(c, 0, 0);
+        return;
+    }
+    char policy[VEIL_AUTHZ_NAME_MAX] = "";
+    if (authorize(c, policy, sizeof(policy)) == VEIL_AUTHZ_DENY) {
+        node__refused(n, "authz_denied");
+        VEIL_INFO(LOG, "pod %s/%s: %s -> port %u denied%s%s", p->ns, p->name, c->src_principal,
+                  c->dst_port, policy[0] ? " by " : "", policy);
+        conn_fail(c, "DENY", "denied by policy");
+        return;
+    }
+    if (info->peer == NULL || info->peer->sa_family != AF_INET) {
+        conn_fail(c, "UF", "no caller address");
+        return;
+    }
+    up_connect(c, true);
+}
+
+void node__inbound_accept(struct veil_node_pod *p, int fd)
+{
+    struct veil_node *n = p->node;
+    struct sockaddr_storage orig;
+    socklen_t sl = sizeof(struct sockaddr_in);
+    struct veil_node_conn *c = conn_new(p, IN_PLAIN);
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->app_fd = fd;
+    getpeername(fd, (struct sockaddr *)&c->src, &sl);
+    if (veil_capture_original_dst(fd, &orig) != 0 || orig.ss_family != AF_INET) {
+        node__refused(n, "no_original_destination");
+        conn_fail(c, "NR", "no original destination");
+        return;
+    }
+    memcpy(&c->dst, &orig, sizeof(c->dst));
+    c->dst_port = ntohs(c->dst.sin_port);
+    inbound_source(c);
+    inbound_destination(c);
+    if (c->dst.sin_addr.s_addr != p->addr.s_addr || is_proxy_port(c->dst_port)) {
+        node__refused(n, "bad_destination");
+        conn_fail(c, "NR", "destination is not this pod's application port");
+        return;
+    }
+    if (plaintext_refused(c)) {
+        node__refused(n, "strict_mtls");
+        VEIL_INFO(LOG, "pod %s/%s: plaintext from %s to port %u refused: mTLS is STRICT", p->ns,
+                  p->name, inet_ntoa(c->src.sin_addr), c->dst_port);
+        conn_fail(c, "DENY", "plaintext refused: STRICT mTLS");
+        return;
+    }
+    char policy[VEIL_AUTHZ_NAME_MAX] = "";
+    if (authorize(c, policy, sizeof(policy)) == VEIL_AUTHZ_DENY) {
+        node__refused(n, "authz_denied");
+        conn_fail(c, "DENY", "denied by policy");
+        return;
+    }
+    up_connect(c, true);
+}
+
+/* ---- the pod's HBONE server ---- */
+
+static void hbone_accept_cb(struct veil_io *io, uint32_t ev)
+{
+    struct veil_node_pod *p = VEIL_CONTAINER_OF(io, struct veil_node_pod, hbone_io);
+    (void)ev;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(veil_io_fd(io), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        if (veil_hbone_server_accept(p->hbone, fd) != 0)
+            node__refused(p->node, "hbone_setup");
+    }
+}
+
+int node__pod_hbone_start(struct veil_node_pod *p)
+{
+    struct veil_node *n = p->node;
+    if (p->ident->server_ctx == NULL || p->hbone_fd < 0)
+        return -EAGAIN;
+    if (p->hbone != NULL) {
+        veil_hbone_server_set_tls(p->hbone, p->ident->server_ctx);
+        return 0;
+    }
+    char name[600];
+    snprintf(name, sizeof(name), "%s/%s", p->ns, p->name);
+    struct veil_hbone_server_opts o = {
+        .tls = p->ident->server_ctx,
+        .cbs = {.on_connect = on_connect},
+        .arg = p,
+        .name = name,
+    };
+    p->hbone = veil_hbone_server_new(n->loop, &o);
+    if (p->hbone == NULL)
+        return -errno;
+    int rc = veil_io_start(n->loop, &p->hbone_io, p->hbone_fd, VEIL_IO_READ, hbone_accept_cb);
+    if (rc != 0) {
+        veil_hbone_server_free(p->hbone);
+        p->hbone = NULL;
+    }
+    return rc;
+}
+
+void node__pod_hbone_stop(struct veil_node_pod *p)
+{
+    if (veil_io_is_active(&p->hbone_io))
+        veil_io_stop(&p->hbone_io);
+    if (p->hbone_fd >= 0)
+        close(p->hbone_fd);
+    p->hbone_fd = -1;
+    veil_hbone_server_free(p->hbone);
+    p->hbone = NULL;
+}
