@@ -22,10 +22,18 @@
 
 #define H(s) veil_store__hash(s)
 
-/* An interned item key, shared by items, sent maps, dirty sets and logs. */
+/*
+ * An interned item key, shared by items, sent maps, dirty sets and logs.
+ * A Service key is `shared`: every node is sent every Service, so rather
+ * than a per-node entry each, the key holds `base`, the hash every node's
+ * sent state has for it unless that state records an exception (see struct
+ * sent). A non-zero base holds a reference and puts the key in v->shared.
+ */
 struct vkey {
     uint64_t h;
+    uint64_t base; /* shared keys: the hash of the current item, 0: none */
     size_t refs;
+    bool shared;
     char s[];
 };
 
@@ -47,9 +55,17 @@ struct dent {
     uint64_t prev; /* hash the node had before, 0: absent */
 };
 
-/* What one stream (or node) was sent: key -> hash, and how it got there. */
+/*
+ * What one stream (or node) was sent: key -> hash, and how it got there.
+ * The hash of a key is its entry in `map` if any, else the key's base (0 for
+ * a non-shared key). So the map holds the node's own keys (workloads,
+ * policies) and, for shared keys, only where the node differs from the
+ * current item (not polled yet, or offline): an entry with hash 0 says
+ * "absent". Once synchronised, a node's map holds a few entries, not a
+ * thousand Services.
+ */
 struct sent {
-    struct veil_store__map map; /* vkey->s -> vkey (p), hash (u) */
+    struct veil_store__map map; /* vkey->s -> vkey (p, ref), hash (u) */
     struct dent *log;
     size_t log_head, log_n, log_cap, log_max; /* a ring of log_cap, grown up to log_max */
     uint64_t floor;   /* states at versions >= floor can be rebuilt */
@@ -100,6 +116,7 @@ struct veil_views {
     struct veil_store__map keys;  /* intern table: s -> vkey */
     struct veil_store__map items; /* key -> item */
     struct veil_store__map svc_items;
+    struct veil_store__map shared; /* shared keys with a non-zero base -> vkey (ref) */
     struct veil_store__map nodes; /* name -> node */
     struct veil_store__map ns;    /* name -> nsidx */
     struct veil_view_sub **subs;
@@ -123,7 +140,9 @@ static struct vkey *key_get(struct veil_views *v, const char *s)
     if (k == NULL)
         return NULL;
     k->h = h;
+    k->base = 0;
     k->refs = 1;
+    k->shared = strncmp(s, "Service/", 8) == 0;
     memcpy(k->s, s, n);
     if (veil_store__map_put(&v->keys, k->s, h, k, 0) < 0) {
         veil_free(k);
@@ -188,10 +207,38 @@ static void sent_free(struct veil_views *v, struct sent *st)
     st->log = NULL;
 }
 
+/* The hash a sent state has for `k` when it records nothing of its own. */
+static uint64_t implicit_hash(const struct vkey *k)
+{
+    return k->shared ? k->base : 0;
+}
+
 static uint64_t sent_hash(const struct sent *st, const struct vkey *k)
 {
     struct veil_store__slot *sl = veil_store__map_find(&st->map, k->s, k->h);
-    return sl != NULL ? sl->u : 0;
+    return sl != NULL ? sl->u : implicit_hash(k);
+}
+
+/* Sets k's hash in map m (a sent map) to `hash`; never allocates when an
+ * entry is added, provided room was reserved. */
+static void own_put(struct veil_views *v, struct veil_store__map *m, struct vkey *k, uint64_t hash)
+{
+    struct veil_store__slot *sl = veil_store__map_find(m, k->s, k->h);
+    if (hash == implicit_hash(k)) {
+        if (sl != NULL)
+            set_del(v, m, k);
+    } else if (sl != NULL) {
+        sl->u = hash;
+    } else {
+        veil_store__map_put(m, k->s, k->h, k, hash);
+        key_ref(k);
+    }
+}
+
+/* Does setting k to `hash` add an entry to map m? */
+static bool own_adds(const struct veil_store__map *m, const struct vkey *k, uint64_t hash)
+{
+    return hash != implicit_hash(k) && veil_store__map_find(m, k->s, k->h) == NULL;
 }
 
 /* Makes room for `n` more entries: the ring doubles until log_max (a
@@ -238,18 +285,11 @@ static int sent_set(struct veil_views *v, struct sent *st, uint64_t version, str
                     uint64_t hash)
 {
     uint64_t prev = sent_hash(st, k);
-    if ((hash != 0 && prev == 0 && veil_store__map_reserve(&st->map, 1) < 0) ||
+    if ((own_adds(&st->map, k, hash) && veil_store__map_reserve(&st->map, 1) < 0) ||
         log_reserve(st, 1) < 0)
         return -ENOMEM;
     log_append(v, st, version, k, prev);
-    if (hash == 0) {
-        set_del(v, &st->map, k);
-    } else if (prev != 0) {
-        veil_store__map_find(&st->map, k->s, k->h)->u = hash;
-    } else {
-        veil_store__map_put(&st->map, k->s, k->h, k, hash);
-        key_ref(k);
-    }
+    own_put(v, &st->map, k, hash);
     return 0;
 }
 
@@ -260,12 +300,32 @@ static int sent_init(struct sent *st, size_t log_max)
 }
 
 /*
- * The map as it was at `version` (no references held): the current map
+ * Every key the state has now, key -> vkey (p), hash (u), no references:
+ * its own entries and the shared keys it has at their base.
+ */
+static int sent_expand(const struct veil_views *v, const struct sent *st,
+                       struct veil_store__map *out)
+{
+    *out = (struct veil_store__map){0};
+    if (veil_store__map_reserve(out, st->map._n + v->shared._n) < 0)
+        return -ENOMEM;
+    MAP_EACH(&v->shared, sl)
+    if (veil_store__map_find(&st->map, sl->key, sl->h) == NULL)
+        veil_store__map_put(out, sl->key, sl->h, sl->p, ((struct vkey *)sl->p)->base);
+    MAP_EACH(&st->map, sl)
+    if (sl->u != 0)
+        veil_store__map_put(out, sl->key, sl->h, sl->p, sl->u);
+    return 0;
+}
+
+/*
+ * The state as it was at `version` (no references held): the current one
  * with the log's later entries undone, newest first.
  */
-static int sent_at(const struct sent *st, uint64_t version, struct veil_store__map *out)
+static int sent_at(const struct veil_views *v, const struct sent *st, uint64_t version,
+                   struct veil_store__map *out)
 {
-    if (veil_store__map_copy(out, &st->map) < 0)
+    if (sent_expand(v, st, out) < 0)
         return -ENOMEM;
     for (size_t i = st->log_n; i-- > 0;) {
         const struct dent *d = &st->log[(st->log_head + i) % st->log_cap];
@@ -724,6 +784,61 @@ static const struct veil_res *item_source(struct veil_views *v, const char *key)
     return veil_store_get(v->store, key);
 }
 
+/* Calls fn for every sent state in use: the nodes' and the observers'. */
+#define SENT_EACH(v, st, body)                                                                     \
+    do {                                                                                           \
+        MAP_EACH(&(v)->nodes, ns_)                                                                 \
+        {                                                                                          \
+            struct sent *st = &((struct node *)ns_->p)->st;                                        \
+            if (st->valid) {                                                                       \
+                body                                                                               \
+            }                                                                                      \
+        }                                                                                          \
+        for (size_t i_ = 0; i_ < (v)->nsubs; i_++) {                                               \
+            struct sent *st = &(v)->subs[i_]->own;                                                 \
+            if ((v)->subs[i_]->observer && st->valid) {                                            \
+                body                                                                               \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/*
+ * The base of shared key `k` becomes `hash`: every sent state that had the
+ * old base (0: absent) keeps it as an entry of its own. 0 or -ENOMEM (nothing changed).
+ */
+static int base_set(struct veil_views *v, struct vkey *k, uint64_t hash)
+{
+    uint64_t old = k->base;
+    if (old == hash)
+        return 0;
+    int rc = old == 0 ? veil_store__map_reserve(&v->shared, 1) : 0;
+    SENT_EACH(v, st, {
+        if (rc == 0 && veil_store__map_find(&st->map, k->s, k->h) == NULL)
+            rc = veil_store__map_reserve(&st->map, 1);
+    });
+    if (rc < 0)
+        return -ENOMEM;
+    key_ref(k); /* the last reference may go below */
+    SENT_EACH(v, st, {
+        struct veil_store__slot *sl = veil_store__map_find(&st->map, k->s, k->h);
+        if (sl == NULL) {
+            veil_store__map_put(&st->map, k->s, k->h, k, old);
+            key_ref(k);
+        } else if (sl != NULL && sl->u == hash) {
+            set_del(v, &st->map, k);
+        }
+    });
+    k->base = hash;
+    if (old == 0) {
+        veil_store__map_put(&v->shared, k->s, k->h, k, 0);
+        key_ref(k);
+    } else if (hash == 0) {
+        set_del(v, &v->shared, k);
+    }
+    key_unref(v, k);
+    return 0;
+}
+
 /* Recomputes item `k` from the store; removes it when its resource is gone. */
 static int item_refresh(struct veil_views *v, struct vkey *k)
 {
@@ -733,6 +848,10 @@ static int item_refresh(struct veil_views *v, struct vkey *k)
         return -ENOMEM;
     if (it != NULL && (veil_store__map_reserve(&v->items, 1) < 0 ||
                        (it->kind == IT_SERVICE && veil_store__map_reserve(&v->svc_items, 1) < 0))) {
+        item_free(v, it);
+        return -ENOMEM;
+    }
+    if (k->shared && base_set(v, k, it != NULL ? it->hash : 0) < 0) {
         item_free(v, it);
         return -ENOMEM;
     }
@@ -990,7 +1109,12 @@ static int rebuild(struct veil_views *v)
     registry_clear(v);
     struct batch b = {0};
     struct rebuild rb = {v, &b, 0};
-    veil_store_each(v->store, rebuild_one, &rb);
+    /* Shared keys whose resource is gone get their base cleared. */
+    MAP_EACH(&v->shared, sl)
+    if (rb.rc == 0)
+        rb.rc = set_add(v, &b.all, sl->p);
+    if (rb.rc == 0)
+        veil_store_each(v->store, rebuild_one, &rb);
     MAP_EACH(&b.all, sl)
     if (rb.rc == 0 && item_refresh(v, sl->p) < 0)
         rb.rc = -ENOMEM;
@@ -1190,6 +1314,35 @@ static void subs_del(struct veil_views *v, struct veil_view_sub *s)
     v->subs[s->idx]->idx = s->idx;
 }
 
+/*
+ * The sent map of a state that is exactly `cur` (key -> item): the entries
+ * where it differs from the keys' bases, each holding a reference.
+ */
+static int own_build(struct veil_views *v, const struct veil_store__map *cur,
+                     struct veil_store__map *nm)
+{
+    size_t n = 0;
+    *nm = (struct veil_store__map){0};
+    MAP_EACH(cur, sl)
+    {
+        const struct item *it = sl->p;
+        n += it->hash != implicit_hash(it->key);
+    }
+    MAP_EACH(&v->shared, sl)
+    n += veil_store__map_find(cur, sl->key, sl->h) == NULL;
+    if (n > 0 && veil_store__map_reserve(nm, n) < 0)
+        return -ENOMEM;
+    MAP_EACH(cur, sl)
+    {
+        struct item *it = sl->p;
+        own_put(v, nm, it->key, it->hash);
+    }
+    MAP_EACH(&v->shared, sl)
+    if (veil_store__map_find(cur, sl->key, sl->h) == NULL)
+        own_put(v, nm, sl->p, 0);
+    return 0;
+}
+
 /* A snapshot of `cur`; st starts over at `version`. */
 static int send_full(struct veil_views *v, struct sent *st, const struct veil_store__map *cur,
                      uint64_t version, char **json)
@@ -1198,20 +1351,15 @@ static int send_full(struct veil_views *v, struct sent *st, const struct veil_st
     delta_init(&d, version, true);
     sent_clear(v, st);
     st->floor = st->version = version;
-    st->valid = true;
-    if (veil_store__map_reserve(&st->map, cur->_n) < 0)
+    if (own_build(v, cur, &st->map) < 0)
         goto fail;
+    st->valid = true;
     size_t total = 0;
     MAP_EACH(cur, sl)
     total += ((const struct item *)sl->p)->len + 1;
     msg_reserve(&d.up, total);
     MAP_EACH(cur, sl)
-    {
-        struct item *it = sl->p;
-        delta_upsert(&d, it);
-        veil_store__map_put(&st->map, it->key->s, it->key->h, it->key, it->hash);
-        key_ref(it->key);
-    }
+    delta_upsert(&d, sl->p);
     *json = delta_finish(&d);
     if (*json == NULL)
         goto fail_done;
@@ -1232,9 +1380,9 @@ static int send_resume(struct veil_views *v, struct sent *st, const struct veil_
     size_t changes = 0;
     *json = NULL;
     delta_init(&d, version, false);
-    if (sent_at(st, have, &atv) < 0 || veil_store__map_reserve(&nm, cur->_n) < 0) {
+    if (sent_at(v, st, have, &atv) < 0 || own_build(v, cur, &nm) < 0) {
         veil_store__map_free(&atv);
-        veil_store__map_free(&nm);
+        veil_free(delta_finish(&d));
         return -ENOMEM;
     }
     MAP_EACH(cur, sl)
@@ -1264,7 +1412,7 @@ static int send_resume(struct veil_views *v, struct sent *st, const struct veil_
         if (veil_store__map_find(cur, sl->key, sl->h) == NULL)
             key_unref(v, sl->p);
         veil_store__map_free(&atv);
-        veil_store__map_free(&nm);
+        set_clear(v, &nm);
         return -ENOMEM;
     }
     /* Nothing below allocates. The node never applied what came after `have`. */
@@ -1275,8 +1423,6 @@ static int send_resume(struct veil_views *v, struct sent *st, const struct veil_
         const struct veil_store__slot *a = veil_store__map_find(&atv, sl->key, sl->h);
         if (a == NULL || a->u != it->hash)
             log_append(v, st, version, it->key, a != NULL ? a->u : 0);
-        veil_store__map_put(&nm, it->key->s, it->key->h, it->key, it->hash);
-        key_ref(it->key);
     }
     MAP_EACH(&atv, sl)
     {
@@ -1535,6 +1681,7 @@ void veil_views_free(struct veil_views *v)
     MAP_EACH(&v->nodes, sl)
     node_free(v, sl->p);
     veil_store__map_free(&v->nodes);
+    set_clear(v, &v->shared);
     veil_store__map_free(&v->keys);
     veil_free(v->trust_domain);
     veil_free(v->root_ns);

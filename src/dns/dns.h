@@ -142,8 +142,10 @@ size_t veil_dns_server_tcp_conns(const struct veil_dns_server *s);
 
 /*
  * Stops the server, closes its connections and its two fds, frees it. Loop
- * thread (or any thread when the loop is not running); must not be called
- * from the server's own resolve callback. NULL is a no-op.
+ * thread (or any thread when the loop is not running), before the loop is
+ * freed (connections closed earlier are freed by the loop's deferred
+ * queue); must not be called from the server's own resolve callback. NULL
+ * is a no-op.
  */
 void veil_dns_server_free(struct veil_dns_server *s);
 

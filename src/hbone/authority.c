@@ -24,8 +24,7 @@ static int parse_port(const char *s, size_t n, uint16_t *out)
     return 0;
 }
 
-int veil_hbone_parse_authority(const char *s, size_t n, struct sockaddr_storage *ss,
-                               socklen_t *len)
+int veil_hbone_parse_authority(const char *s, size_t n, struct sockaddr_storage *ss, socklen_t *len)
 {
     char host[INET6_ADDRSTRLEN];
     const char *colon;

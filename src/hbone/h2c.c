@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <stdlib.h>
 
 /* ---- counters, names, limits ---- */
 
@@ -173,6 +172,13 @@ void hbone__close(struct hbone_h2c *c, const char *reason)
     veil_loop_defer(c->loop, &c->free_d, h2c_free_mem);
 }
 
+void hbone__shutdown(struct hbone_h2c *c, const char *reason)
+{
+    if (c->state == H2C_READY && nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR) == 0)
+        h2c_flush(c);
+    hbone__close(c, reason);
+}
+
 static void h2c_idle(struct veil_timer *t)
 {
     struct hbone_h2c *c = VEIL_CONTAINER_OF(t, struct hbone_h2c, timer);
@@ -185,9 +191,7 @@ static void h2c_idle(struct veil_timer *t)
     if (c->nstreams > 0 || c->npending > 0)
         return;
     VEIL_DEBUG(HBONE_MOD, "%s: idle; closing", c->name);
-    nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
-    h2c_flush(c);
-    hbone__close(c, "idle");
+    hbone__shutdown(c, "idle");
 }
 
 void hbone__idle_check(struct hbone_h2c *c)
@@ -383,11 +387,7 @@ static ssize_t end_read(struct veil_l4_end *e, void *buf, size_t n)
         memcpy(buf, veil_buf_data(&s->in), m);
         veil_buf_consume(&s->in, m);
         if (s->attached) {
-            int crc = nghttp2_session_consume(s->h2c->ng, s->id, m);
-            if (getenv("HDBG"))
-                fprintf(stderr, "%s consume %d %zu rc %d eff %d local %d want_write %d\n", s->h2c->is_server ? "S" : "C", s->id, m, crc,
-                        nghttp2_session_get_effective_recv_data_length(s->h2c->ng),
-                        nghttp2_session_get_local_window_size(s->h2c->ng), nghttp2_session_want_write(s->h2c->ng));
+            nghttp2_session_consume(s->h2c->ng, s->id, m);
             hbone__kick(s->h2c);
         }
         return (ssize_t)m;
@@ -493,8 +493,7 @@ static bool is(const uint8_t *p, size_t n, const char *lit)
 static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 {
     struct hbone_h2c *c = user;
-    if (!c->is_server || f->hd.type != NGHTTP2_HEADERS ||
-        f->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (!c->is_server || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
         return 0;
     struct veil_hbone_h2s *s = hbone__h2s_new(c->loop, c->lim);
     if (s == NULL)
@@ -516,6 +515,13 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     struct veil_hbone_h2s *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
     if (s == NULL || f->hd.type != NGHTTP2_HEADERS)
         return 0;
+    /* SETTINGS_MAX_HEADER_LIST_SIZE counts 32 bytes more per field. */
+    s->hdr_bytes += (uint32_t)(namelen + valuelen + 32);
+    if (s->hdr_bytes > c->lim->max_headers) {
+        if (c->is_server)
+            hbone__stat(c->stats, HS_BAD_REQ, 1);
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+    }
     if (!c->is_server) {
         if (f->headers.cat == NGHTTP2_HCAT_RESPONSE && is(name, namelen, ":status")) {
             int st = 0;
@@ -628,8 +634,8 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int cod
     struct hbone_h2c *c = user;
     if (c->is_server && f->hd.type == NGHTTP2_HEADERS) {
         hbone__stat(c->stats, HS_BAD_REQ, 1);
-        VEIL_DEBUG(HBONE_MOD, "%s: stream %d: invalid request: %s", c->name,
-                   (int)f->hd.stream_id, nghttp2_strerror(code));
+        VEIL_DEBUG(HBONE_MOD, "%s: stream %d: invalid request: %s", c->name, (int)f->hd.stream_id,
+                   nghttp2_strerror(code));
     }
     return 0;
 }
@@ -676,13 +682,4 @@ int hbone__settings(struct hbone_h2c *c)
                                               (int32_t)c->lim->conn_window) != 0)
         return -ENOMEM;
     return 0;
-}
-void hbone__debug_dump(struct hbone_h2c *c);
-void hbone__debug_dump(struct hbone_h2c *c)
-{
-    fprintf(stderr, "h2c %s server %d state %d nstreams %u tls_out %zu conn_remote_win %d want_w %d want_r %d\n", c->name, c->is_server, c->state, c->nstreams, veil_tls_out_len(&c->tls),
-            nghttp2_session_get_remote_window_size(c->ng), nghttp2_session_want_write(c->ng), nghttp2_session_want_read(c->ng));
-    for (struct veil_hbone_h2s *s = c->streams; s; s = s->next)
-        fprintf(stderr, "  s %d app %d phase %d in %zu out %zu out_eof %d in_eof %d deferred %d blocked %d rwin %d\n", s->id, s->app, s->phase, veil_buf_len(&s->in), veil_buf_len(&s->out), s->out_eof, s->in_eof, s->out_deferred, s->write_blocked,
-                nghttp2_session_get_stream_remote_window_size(c->ng, s->id));
 }

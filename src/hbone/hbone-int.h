@@ -40,13 +40,13 @@ enum h2c_state { H2C_CONNECTING, H2C_HANDSHAKE, H2C_READY, H2C_DEAD };
 
 /* Where a stream is in its life, from the application's point of view. */
 enum h2s_phase {
-    H2S_NEW,        /* server: headers arriving; client: waiting for its h2c */
-    H2S_CONNECT,    /* server: valid CONNECT, on_connect queued */
-    H2S_WAIT_APP,   /* server: given to on_connect, no answer yet */
-    H2S_SENT,       /* client: CONNECT sent, no answer yet */
-    H2S_ANSWERED,   /* client: answer (or failure) known, cb queued */
-    H2S_OPEN,       /* an L4 end */
-    H2S_DONE,       /* answered with an error (server) or cb ran with an error */
+    H2S_NEW,      /* server: headers arriving; client: waiting for its h2c */
+    H2S_CONNECT,  /* server: valid CONNECT, on_connect queued */
+    H2S_WAIT_APP, /* server: given to on_connect, no answer yet */
+    H2S_SENT,     /* client: CONNECT sent, no answer yet */
+    H2S_ANSWERED, /* client: answer (or failure) known, cb queued */
+    H2S_OPEN,     /* an L4 end */
+    H2S_DONE,     /* answered with an error (server) or cb ran with an error */
 };
 
 struct hbone_h2c;
@@ -54,27 +54,28 @@ struct hbone_h2c;
 struct veil_hbone_h2s {
     struct veil_l4_end end;
     struct veil_loop *loop;
-    struct hbone_h2c *h2c; /* NULL once detached from the HTTP/2 stream */
+    struct hbone_h2c *h2c;              /* NULL once detached from the HTTP/2 stream */
     struct veil_hbone_h2s *prev, *next; /* in h2c->streams, or h2c->pending */
     int32_t id;
     enum h2s_phase phase;
-    bool app;          /* the application holds the handle */
-    bool attached;     /* the nghttp2 stream is alive (in h2c->streams) */
-    bool queued;       /* client: in h2c->pending, not submitted yet */
-    bool in_eof;       /* the peer's END_STREAM arrived */
-    bool out_eof;      /* shutdown_write: END_STREAM after out */
-    bool out_deferred; /* the data provider waits (NGHTTP2_ERR_DEFERRED) */
+    bool app;           /* the application holds the handle */
+    bool attached;      /* the nghttp2 stream is alive (in h2c->streams) */
+    bool queued;        /* client: in h2c->pending, not submitted yet */
+    bool in_eof;        /* the peer's END_STREAM arrived */
+    bool out_eof;       /* shutdown_write: END_STREAM after out */
+    bool out_deferred;  /* the data provider waits (NGHTTP2_ERR_DEFERRED) */
     bool write_blocked; /* write returned -EAGAIN: owe a VEIL_L4_WRITE */
     bool rst_sent;
-    bool bad;          /* server: request refused by hbone itself */
-    int err;           /* -ECONNRESET / -EPIPE once the stream failed */
+    bool bad; /* server: request refused by hbone itself */
+    int err;  /* -ECONNRESET / -EPIPE once the stream failed */
     uint32_t want;
-    uint32_t pending;  /* VEIL_L4_* to deliver from notify_d */
+    uint32_t pending; /* VEIL_L4_* to deliver from notify_d */
     struct veil_buf in, out;
     struct veil_defer notify_d, free_d;
     /* request (server) / response (client) headers */
     bool method_connect, method_seen, has_scheme_or_path, authority_bad;
     int status;
+    uint32_t hdr_bytes; /* of the header block so far, as SETTINGS counts them */
     char authority[VEIL_HBONE_AUTHORITY_MAX];
     /* client */
     veil_hbone_connect_cb cb;
@@ -96,7 +97,7 @@ struct hbone_h2c {
     struct veil_hbone_h2s *pending; /* client: waiting for READY (FIFO, tail insert) */
     uint32_t nstreams, npending;
     enum h2c_state state;
-    bool goaway; /* no new streams */
+    bool goaway;             /* no new streams */
     struct veil_timer timer; /* handshake deadline, then idle */
     struct veil_defer kick_d, free_d;
     struct sockaddr_storage peer, local;
@@ -122,6 +123,8 @@ bool hbone__read(struct hbone_h2c *c);
 /* Closes the h2c now (not from an nghttp2 callback): streams are detached
  * and told; memory freed at the end of the iteration. */
 void hbone__close(struct hbone_h2c *c, const char *reason);
+/* The owner goes away: GOAWAY (best effort) then hbone__close(). */
+void hbone__shutdown(struct hbone_h2c *c, const char *reason);
 /* The callbacks both sides share; the side-specific ones are set by them. */
 nghttp2_session_callbacks *hbone__callbacks(void);
 nghttp2_option *hbone__options(const struct veil_hbone_limits *lim);

@@ -10,14 +10,14 @@
 #define VEIL_HBONE_PORT 15008
 
 /* Defaults of struct veil_hbone_limits (a zero field takes its default). */
-#define VEIL_HBONE_MAX_STREAMS    100               /* concurrent streams per h2c */
-#define VEIL_HBONE_MAX_HEADERS    16384             /* bytes of a header block */
-#define VEIL_HBONE_STREAM_WINDOW  (256 * 1024)      /* per-stream receive buffer/window */
-#define VEIL_HBONE_CONN_WINDOW    (4 * 1024 * 1024) /* connection receive window */
-#define VEIL_HBONE_STREAM_OUT     (64 * 1024)       /* per-stream send buffer */
-#define VEIL_HBONE_HANDSHAKE_MS   10000             /* TCP connect + TLS handshake */
-#define VEIL_HBONE_IDLE_MS        60000             /* an h2c with no stream closes */
-#define VEIL_HBONE_AUTHORITY_MAX  64                /* "[v6]:port" fits */
+#define VEIL_HBONE_MAX_STREAMS   100               /* concurrent streams per h2c */
+#define VEIL_HBONE_MAX_HEADERS   16384             /* bytes of a header block */
+#define VEIL_HBONE_STREAM_WINDOW (256 * 1024)      /* per-stream receive buffer/window */
+#define VEIL_HBONE_CONN_WINDOW   (4 * 1024 * 1024) /* connection receive window */
+#define VEIL_HBONE_STREAM_OUT    (64 * 1024)       /* per-stream send buffer */
+#define VEIL_HBONE_HANDSHAKE_MS  10000             /* TCP connect + TLS handshake */
+#define VEIL_HBONE_IDLE_MS       60000             /* an h2c with no stream closes */
+#define VEIL_HBONE_AUTHORITY_MAX 64                /* "[v6]:port" fits */
 
 /* Limits of a server or a pool. */
 struct veil_hbone_limits {
@@ -69,8 +69,8 @@ struct veil_hbone_connect_info {
     const char *authority;      /* "ip:port" as sent, validated */
     const struct sockaddr *dst; /* the authority parsed (sockaddr_in or _in6) */
     socklen_t dst_len;
-    const char *peer_id;          /* the client certificate's SPIFFE ID */
-    const struct sockaddr *peer;  /* the TCP peer of the h2c */
+    const char *peer_id;         /* the client certificate's SPIFFE ID */
+    const struct sockaddr *peer; /* the TCP peer of the h2c */
     socklen_t peer_len;
     const struct sockaddr *local; /* our address of the h2c (getsockname) */
     socklen_t local_len;
@@ -111,11 +111,11 @@ struct veil_hbone_dial {
     /* The pool key: dials with equal keys share h2c. The caller's choice,
      * e.g. "<source identity>|<source pod>|<dst ip>:15008". */
     const char *key;
-    struct veil_tls_ctx *tls;  /* client context: source workload cert + trust bundle */
+    struct veil_tls_ctx *tls;   /* client context: source workload cert + trust bundle */
     const struct sockaddr *dst; /* the HBONE peer: pod or waypoint address, port 15008 */
     socklen_t dst_len;
-    const char *authority;   /* the tunnel's destination, "ip:port" (":authority") */
-    const char *server_id;   /* the SPIFFE ID the server's certificate must carry */
+    const char *authority; /* the tunnel's destination, "ip:port" (":authority") */
+    const char *server_id; /* the SPIFFE ID the server's certificate must carry */
     /* Makes a non-blocking TCP socket of dst's family (e.g. inside a pod's
      * network namespace, with a mark): an fd, or -errno. NULL: socket(). */
     int (*make_socket)(int family, void *arg);

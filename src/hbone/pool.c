@@ -176,8 +176,8 @@ static int h2c_ready(struct hbone_h2c *c)
     if (veil_tls_peer_uri(&c->tls, c->peer_id, sizeof(c->peer_id)) != 0 ||
         strcmp(c->peer_id, c->server_id) != 0) {
         hbone__stat(c->stats, HS_IDENTITY, 1);
-        snprintf(c->err, sizeof(c->err), "wrong server identity \"%.60s\" (want %.60s)",
-                 c->peer_id, c->server_id);
+        snprintf(c->err, sizeof(c->err), "wrong server identity \"%.60s\" (want %.60s)", c->peer_id,
+                 c->server_id);
         return -1;
     }
     nghttp2_session_callbacks *cbs = hbone__callbacks();
@@ -309,8 +309,8 @@ static struct hbone_h2c *dial(struct veil_hbone_pool *pool, const struct veil_hb
 
 static bool dial_ok(const struct veil_hbone_dial *d)
 {
-    return d != NULL && d->key != NULL && d->tls != NULL && d->dst != NULL &&
-           d->dst_len > 0 && d->authority != NULL && d->authority[0] != '\0' &&
+    return d != NULL && d->key != NULL && d->tls != NULL && d->dst != NULL && d->dst_len > 0 &&
+           d->authority != NULL && d->authority[0] != '\0' &&
            strlen(d->authority) < VEIL_HBONE_AUTHORITY_MAX && d->server_id != NULL;
 }
 
@@ -372,13 +372,6 @@ void veil_hbone_pool_free(struct veil_hbone_pool *pool)
     if (pool == NULL)
         return;
     while (pool->conns != NULL)
-        hbone__close(pool->conns, "pool closed");
+        hbone__shutdown(pool->conns, "pool closed");
     veil_free(pool);
-}
-void hbone__debug_dump(struct hbone_h2c *c);
-void veil_hbone_pool_debug(struct veil_hbone_pool *srv);
-void veil_hbone_pool_debug(struct veil_hbone_pool *srv)
-{
-    for (struct hbone_h2c *c = srv->conns; c; c = c->next)
-        hbone__debug_dump(c);
 }

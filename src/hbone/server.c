@@ -250,14 +250,7 @@ void veil_hbone_server_free(struct veil_hbone_server *srv)
     if (srv == NULL)
         return;
     while (srv->conns != NULL)
-        hbone__close(srv->conns, "server closed");
+        hbone__shutdown(srv->conns, "server closed");
     veil_free(srv->name);
     veil_free(srv);
-}
-void hbone__debug_dump(struct hbone_h2c *c);
-void veil_hbone_server_debug(struct veil_hbone_server *srv);
-void veil_hbone_server_debug(struct veil_hbone_server *srv)
-{
-    for (struct hbone_h2c *c = srv->conns; c; c = c->next)
-        hbone__debug_dump(c);
 }

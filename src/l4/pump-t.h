@@ -73,8 +73,8 @@ struct veil_l4_pump;
 /* What a pump moved; in done_cb and from veil_l4_pump_stats(). "a" and "b"
  * are the ends given to veil_l4_pump_start(), in that order. */
 struct veil_l4_pump_stats {
-    uint64_t a_to_b; /* bytes read from a and accepted by b */
-    uint64_t b_to_a; /* bytes read from b and accepted by a */
+    uint64_t a_to_b;        /* bytes read from a and accepted by b */
+    uint64_t b_to_a;        /* bytes read from b and accepted by a */
     size_t buffered_a_to_b; /* held by the pump now (<= VEIL_L4_PUMP_BUF) */
     size_t buffered_b_to_a;
     int error;        /* 0, or the -errno that ended the pump with an error */

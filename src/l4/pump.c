@@ -22,7 +22,8 @@ struct veil_l4_pump {
     struct pump_dir dir[2]; /* [0] a -> b, [1] b -> a */
     veil_l4_pump_done_cb done_cb;
     void *arg;
-    struct veil_defer again_d; /* continue after a full turn */
+    struct veil_defer again_d; /* start from the loop */
+    struct veil_timer again_t; /* continue after a full turn, next iteration */
     struct veil_defer free_d;
     const char *err;
     int error;
@@ -50,6 +51,7 @@ static void pump_finish(struct veil_l4_pump *p, const char *err)
         return;
     p->in_done = true;
     p->err = err;
+    veil_timer_stop(&p->again_t);
     struct veil_l4_pump_stats st;
     veil_l4_pump_stats(p, &st);
     struct veil_l4_end *a = p->dir[0].from, *b = p->dir[1].from;
@@ -141,6 +143,7 @@ static void set_interests(struct veil_l4_pump *p)
 }
 
 static void pump_again(struct veil_defer *d);
+static void pump_again_timer(struct veil_timer *t);
 
 static void pump_run(struct veil_l4_pump *p)
 {
@@ -167,13 +170,21 @@ static void pump_run(struct veil_l4_pump *p)
         return;
     }
     set_interests(p);
-    if (moved[0] >= VEIL_L4_PUMP_TURN || moved[1] >= VEIL_L4_PUMP_TURN)
+    /* A full turn: let the other connections of the loop run, and go on in
+     * the next iteration (or at the end of this one, without memory). */
+    if ((moved[0] >= VEIL_L4_PUMP_TURN || moved[1] >= VEIL_L4_PUMP_TURN) &&
+        veil_timer_start(p->loop, &p->again_t, 0, 0, pump_again_timer) != 0)
         veil_loop_defer(p->loop, &p->again_d, pump_again);
 }
 
 static void pump_again(struct veil_defer *d)
 {
     pump_run(VEIL_CONTAINER_OF(d, struct veil_l4_pump, again_d));
+}
+
+static void pump_again_timer(struct veil_timer *t)
+{
+    pump_run(VEIL_CONTAINER_OF(t, struct veil_l4_pump, again_t));
 }
 
 static void pump_notify(struct veil_l4_end *e, uint32_t events, void *arg)

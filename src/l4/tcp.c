@@ -14,8 +14,8 @@ struct l4_tcp {
     struct veil_io io;
     struct veil_defer free_d;
     int fd;
-    int err;      /* -errno seen on the socket (SO_ERROR), returned by read and write */
-    bool hup;     /* both directions are down: io stopped, reads drain what is left */
+    int err;       /* -errno seen on the socket (SO_ERROR), returned by read and write */
+    bool hup;      /* both directions are down: io stopped, reads drain what is left */
     uint32_t want; /* VEIL_L4_* */
 };
 

@@ -45,15 +45,16 @@ int node__cert_times(const char *pem, time_t *not_before, time_t *not_after)
 
 static void request(struct veil_node_ident *id);
 
-/* When the current certificate should be replaced (half of its life). */
-static time_t renew_at(const struct veil_node_ident *id)
+/* When a certificate that arrived `now` should be replaced: at half of the
+ * life it has left (its notBefore may be backdated for clock skew). */
+time_t node__renew_at(time_t now, time_t not_after)
 {
-    return id->not_before + (id->not_after - id->not_before) / 2;
+    return not_after > now + 2 ? now + (not_after - now) / 2 : now + 1;
 }
 
 static bool needs_cert(const struct veil_node_ident *id)
 {
-    return id->cert_pem == NULL || time(NULL) >= renew_at(id);
+    return id->cert_pem == NULL || time(NULL) >= id->renew_at;
 }
 
 static void timer_cb(struct veil_timer *t)
@@ -114,6 +115,7 @@ static int install(struct veil_node_ident *id, char *key, const char *cert, char
     id->cert_pem = cert_copy;
     id->not_before = nb;
     id->not_after = na;
+    id->renew_at = node__renew_at(time(NULL), na);
     return 0;
 }
 
@@ -132,7 +134,7 @@ static void on_response(struct veil_push_client *pc, int status, const char *bod
     if (status == 200 && cert != NULL && install(id, key, cert, why, sizeof(why)) == 0) {
         key = NULL;
         id->retry_ms = RETRY_MIN_MS;
-        time_t wait = renew_at(id) - time(NULL);
+        time_t wait = id->renew_at - time(NULL);
         veil_timer_start(n->loop, &id->timer, wait > 0 ? (uint64_t)wait * 1000 : 1000, 0, timer_cb);
         veil_metrics_counter_add(n->m.certs, 1);
         VEIL_INFO(LOG, "certificate for %s until %ld (renewal in %lds)", id->id,

@@ -99,6 +99,7 @@ struct veil_node_cfg {
     struct veil_node_idx wl_by_ip;    /* "a.b.c.d" -> workload item */
     struct veil_node_idx svc_by_vip;  /* "a.b.c.d" -> service item */
     struct veil_node_idx svc_by_name; /* "ns/name" -> service item */
+    struct veil_node_idx ep_by_ip;    /* endpoint "a.b.c.d" -> a service item listing it */
     struct veil_node_cfg_hooks hooks;
 };
 

@@ -403,6 +403,7 @@ void veil_node_cfg_free(struct veil_node_cfg *cfg)
     idx_clear(&cfg->wl_by_ip);
     idx_clear(&cfg->svc_by_vip);
     idx_clear(&cfg->svc_by_name);
+    idx_clear(&cfg->ep_by_ip);
 }
 
 static int index_item(struct veil_node_cfg *cfg, struct veil_node_item *it)
@@ -414,6 +415,11 @@ static int index_item(struct veil_node_cfg *cfg, struct veil_node_item *it)
         return 0;
     snprintf(k, sizeof(k), "%s/%s", it->ns, it->name);
     int rc = idx_put(&cfg->svc_by_name, k, it, NULL);
+    for (size_t i = 0; rc == 0 && i < it->u.svc->neps; i++)
+        if (it->u.svc->eps[i].has_addr) {
+            inet_ntop(AF_INET, &it->u.svc->eps[i].addr, k, sizeof(k));
+            rc = idx_put(&cfg->ep_by_ip, k, it, NULL);
+        }
     if (rc == 0 && it->u.svc->has_vip) {
         inet_ntop(AF_INET, &it->u.svc->vip, k, sizeof(k));
         rc = idx_put(&cfg->svc_by_vip, k, it, NULL);
@@ -431,14 +437,17 @@ static int reindex(struct veil_node_cfg *cfg)
                 idx_clear(&tmp.wl_by_ip);
                 idx_clear(&tmp.svc_by_vip);
                 idx_clear(&tmp.svc_by_name);
+                idx_clear(&tmp.ep_by_ip);
                 return -ENOMEM;
             }
     idx_clear(&cfg->wl_by_ip);
     idx_clear(&cfg->svc_by_vip);
     idx_clear(&cfg->svc_by_name);
+    idx_clear(&cfg->ep_by_ip);
     cfg->wl_by_ip = tmp.wl_by_ip;
     cfg->svc_by_vip = tmp.svc_by_vip;
     cfg->svc_by_name = tmp.svc_by_name;
+    cfg->ep_by_ip = tmp.ep_by_ip;
     return 0;
 }
 
@@ -555,10 +564,12 @@ static int commit(struct veil_node_cfg *cfg, struct parsed *p)
     idx_clear(&cfg->wl_by_ip);
     idx_clear(&cfg->svc_by_vip);
     idx_clear(&cfg->svc_by_name);
+    idx_clear(&cfg->ep_by_ip);
     cfg->items = next;
     cfg->wl_by_ip = tmp.wl_by_ip;
     cfg->svc_by_vip = tmp.svc_by_vip;
     cfg->svc_by_name = tmp.svc_by_name;
+    cfg->ep_by_ip = tmp.ep_by_ip;
     return 0;
 nomem:
     idx_clear(&next);
@@ -697,6 +708,18 @@ const struct veil_node_wl *veil_node_cfg_wl_by_ip(const struct veil_node_cfg *cf
 {
     const struct veil_node_item *it = veil_node_cfg_wl_item_by_ip(cfg, ip);
     return it != NULL ? it->u.wl : NULL;
+}
+
+const struct veil_node_ep *veil_node_cfg_ep_by_ip(const struct veil_node_cfg *cfg,
+                                                  struct in_addr ip)
+{
+    char k[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &ip, k, sizeof(k));
+    const struct veil_node_item *it = idx_get(&cfg->ep_by_ip, k);
+    for (size_t i = 0; it != NULL && i < it->u.svc->neps; i++)
+        if (it->u.svc->eps[i].has_addr && it->u.svc->eps[i].addr.s_addr == ip.s_addr)
+            return &it->u.svc->eps[i];
+    return NULL;
 }
 
 struct veil_node_svc *veil_node_cfg_svc_by_vip(const struct veil_node_cfg *cfg, struct in_addr vip)

@@ -51,6 +51,10 @@ const struct veil_node_wl *veil_node_cfg_wl_by_ip(const struct veil_node_cfg *cf
                                                   struct in_addr ip);
 const struct veil_node_item *veil_node_cfg_wl_item_by_ip(const struct veil_node_cfg *cfg,
                                                          struct in_addr ip);
+/* An endpoint (of any service) whose address is `ip`, or NULL: how the
+ * node knows workloads of other nodes. */
+const struct veil_node_ep *veil_node_cfg_ep_by_ip(const struct veil_node_cfg *cfg,
+                                                  struct in_addr ip);
 /* The service whose ClusterIP is `vip`, or NULL. */
 struct veil_node_svc *veil_node_cfg_svc_by_vip(const struct veil_node_cfg *cfg, struct in_addr vip);
 /* The service ns/name, or NULL. */

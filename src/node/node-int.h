@@ -62,6 +62,7 @@ struct veil_node_ident {
     char id[300];
     char *key_pem, *cert_pem;
     time_t not_before, not_after;
+    time_t renew_at;                              /* half of the life left when it arrived */
     struct veil_tls_ctx *server_ctx, *client_ctx; /* NULL until the cert is there */
     struct veil_tls_ctx **retired;                /* replaced contexts, freed at exit */
     size_t nretired;
@@ -93,6 +94,8 @@ struct veil_node_pod {
 struct veil_node_metrics {
     struct veil_metrics_family *opened, *closed, *sent, *received;
     struct veil_metrics_family *refused; /* veil_node_refused_total{reason} */
+    /* veil_node_hbone_*_total{side}: the HBONE servers' and pool's counters */
+    struct veil_metrics_family *hb_handshake, *hb_proto, *hb_bad_req, *hb_conns, *hb_mismatch;
     struct veil_metrics_series *cfg_applied, *cfg_rejected, *pods, *enrol_errors, *certs,
         *cert_errors, *cfg_version, *connected;
 };
@@ -107,6 +110,7 @@ struct veil_node {
     /* the node's own identity (from the join) */
     char *key_pem, *cert_pem, *bundle_pem, *control_id;
     time_t node_not_after, node_not_before;
+    time_t node_renew_at;
     struct veil_node_cfg cfg;
     struct veil_authz *authz;
     uint64_t authz_gen;
@@ -121,9 +125,13 @@ struct veil_node {
     uint64_t backoff_ms;
     struct veil_timer reconnect;
     struct veil_timer renew_node;
+    struct veil_node_rejoin *rejoin; /* a renewal join running on its own thread */
     /* pods, identities, connections */
     struct veil_node_link pods, idents;
     struct veil_hbone_pool *pool;
+    struct veil_node_hbone_totals {
+        uint64_t handshake, proto, bad_req, conns, mismatch;
+    } hb_gone, hb_reported[2]; /* servers freed; reported so far (server, pool) */
     bool stopping;
 };
 
@@ -143,6 +151,7 @@ struct veil_node_ident *node__ident_get(struct veil_node *n, const char *ns, con
 void node__ident_kick(struct veil_node *n); /* the push connection is up: send requests */
 void node__idents_free(struct veil_node *n);
 int node__cert_times(const char *pem, time_t *not_before, time_t *not_after);
+time_t node__renew_at(time_t now, time_t not_after);
 /* The identity's certificate is there (or replaced): pods serve 15008 with it. */
 void node__pod_ident_ready(struct veil_node *n, struct veil_node_ident *id);
 
@@ -157,5 +166,9 @@ void node__ident_waiters_run(struct veil_node_ident *id, const char *err);
 
 /* telemetry.c */
 int node__metrics_setup(struct veil_node *n);
+/* Brings the HBONE counters up to date (before a render). */
+void node__metrics_sync(struct veil_node *n);
+/* A pod's HBONE server is about to be freed: keep its counts. */
+void node__metrics_keep_hbone(struct veil_node *n, const struct veil_node_pod *p);
 
 #endif

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,7 +180,9 @@ static int join(struct veil_node *n)
     }
     VEIL_INFO(LOG, "joined the control plane %s:%u as node %s", n->ctl_addr, n->ctl_port,
               n->opts.name);
-    return node__cert_times(n->cert_pem, &n->node_not_before, &n->node_not_after);
+    rc = node__cert_times(n->cert_pem, &n->node_not_before, &n->node_not_after);
+    n->node_renew_at = node__renew_at(time(NULL), n->node_not_after);
+    return rc;
 }
 
 /* Joins unless DIR holds a node identity that is still in its first half of
@@ -188,7 +191,9 @@ static int ensure_identity(struct veil_node *n)
 {
     int rc = load_identity(n);
     time_t now = time(NULL);
-    if (rc == 0 && now < n->node_not_before + (n->node_not_after - n->node_not_before) / 2)
+    /* A stored certificate: renewed at half of its whole life. */
+    n->node_renew_at = n->node_not_before + (n->node_not_after - n->node_not_before) / 2;
+    if (rc == 0 && now < n->node_renew_at)
         return 0;
     if (rc == 0 && now < n->node_not_after &&
         (n->opts.token_file == NULL || access(n->opts.token_file, R_OK) != 0))
@@ -196,6 +201,97 @@ static int ensure_identity(struct veil_node *n)
     if (rc == 0)
         VEIL_INFO(LOG, "the node certificate is past half of its life: joining again");
     return join(n);
+}
+
+/* ---- renewal of the node certificate while running ---- */
+
+/* A join runs blocking (veil_push_join has its own loop) on a helper
+ * thread, then hands its result to the node's loop. */
+struct veil_node_rejoin {
+    struct veil_node *n;
+    pthread_t th;
+    bool joined;
+    int rc;
+    char addr[64], token[1024], name[256], err[256];
+    uint16_t port;
+    struct veil_push_join_result r;
+};
+
+static void renew_cb(struct veil_timer *t);
+
+static void schedule_renewal(struct veil_node *n, uint64_t min_ms)
+{
+    time_t now = time(NULL);
+    uint64_t ms = n->node_renew_at > now ? (uint64_t)(n->node_renew_at - now) * 1000 : 0;
+    veil_timer_start(n->loop, &n->renew_node, ms > min_ms ? ms : min_ms, 0, renew_cb);
+}
+
+static void rejoin_done(void *arg)
+{
+    struct veil_node_rejoin *j = arg;
+    struct veil_node *n = j->n;
+    if (!j->joined)
+        pthread_join(j->th, NULL);
+    n->rejoin = NULL;
+    if (j->rc == 0 && !n->stopping) {
+        time_t nb, na;
+        if (node__cert_times(j->r.cert_pem, &nb, &na) == 0) {
+            free_identity(n);
+            n->key_pem = j->r.key_pem;
+            n->cert_pem = j->r.cert_pem;
+            n->bundle_pem = j->r.trust_bundle_pem;
+            n->control_id = j->r.control_id;
+            memset(&j->r, 0, sizeof(j->r));
+            n->node_not_before = nb;
+            n->node_not_after = na;
+            n->node_renew_at = node__renew_at(time(NULL), na);
+            if (save_identity(n) != 0)
+                VEIL_WARN(LOG, "cannot store the renewed node identity in %s", n->dir);
+            VEIL_INFO(LOG, "node certificate renewed; the next connection to the control "
+                           "plane uses it");
+        }
+    } else if (!n->stopping) {
+        VEIL_WARN(LOG, "renewing the node certificate: %s; retrying in a minute", j->err);
+    }
+    if (!n->stopping)
+        schedule_renewal(n, 60000);
+    veil_push_join_result_free(&j->r);
+    veil_free(j);
+}
+
+static void *rejoin_main(void *arg)
+{
+    struct veil_node_rejoin *j = arg;
+    struct veil_push_client_opts po = {.addr = j->addr, .port = j->port};
+    j->rc = veil_push_join(&po, j->token, j->name, &j->r, j->err, sizeof(j->err));
+    if (veil_loop_post(j->n->loop, rejoin_done, j) != 0)
+        VEIL_ERROR(LOG, "cannot hand the renewed node certificate to the loop");
+    return NULL;
+}
+
+static void renew_cb(struct veil_timer *t)
+{
+    struct veil_node *n = VEIL_CONTAINER_OF(t, struct veil_node, renew_node);
+    struct veil_node_rejoin *j = veil_calloc(1, sizeof(*j));
+    if (n->rejoin != NULL || n->opts.token_file == NULL || j == NULL ||
+        veil_file_read_line(n->opts.token_file, j->token, sizeof(j->token)) != 0) {
+        VEIL_WARN(LOG,
+                  "cannot renew the node certificate (no readable --token-file); it "
+                  "expires at %ld",
+                  (long)n->node_not_after);
+        veil_free(j);
+        return;
+    }
+    j->n = n;
+    j->port = n->ctl_port;
+    snprintf(j->addr, sizeof(j->addr), "%s", n->ctl_addr);
+    snprintf(j->name, sizeof(j->name), "%s", n->opts.name);
+    if (pthread_create(&j->th, NULL, rejoin_main, j) != 0) {
+        veil_free(j);
+        schedule_renewal(n, 60000);
+        return;
+    }
+    n->rejoin = j;
 }
 
 /* ---- the push connection and configuration ---- */
@@ -531,6 +627,7 @@ static int http_handle(struct veil_node *n, const char *req, bool admin, char **
     if (strcmp(path, "/metrics") == 0 || strcmp(path, "/stats/prometheus") == 0) {
         char *text = NULL;
         size_t len = 0;
+        node__metrics_sync(n);
         if (veil_metrics_render(n->metrics, &text, &len) != 0)
             return -ENOMEM;
         int rc = http_reply(200, "OK", "text/plain; version=0.0.4", text, len, resp, resp_len);
@@ -714,6 +811,7 @@ static int start(struct veil_node *n)
     if ((n->pool = veil_hbone_pool_new(n->loop, NULL)) == NULL)
         return -ENOMEM;
     write_ports(n);
+    schedule_renewal(n, 1000);
     load_pods(n);
     connect_control(n);
     VEIL_INFO(LOG, "node %s: metrics on %s:%u, readiness on %s:%u, enrolment on %s", n->opts.name,
@@ -739,6 +837,10 @@ static void stop(struct veil_node *n)
     n->pc = NULL;
     veil_timer_stop(&n->reconnect);
     veil_timer_stop(&n->renew_node);
+    if (n->rejoin != NULL) { /* its result is dropped when the loop is freed */
+        pthread_join(n->rejoin->th, NULL);
+        n->rejoin->joined = true;
+    }
     if (veil_io_is_active(&n->sig_io)) {
         int fd = veil_io_fd(&n->sig_io);
         veil_io_stop(&n->sig_io);

@@ -478,12 +478,19 @@ static int route(struct veil_node_conn *c, const struct sockaddr_in *orig)
         split_key(ep->workload, c->dst_ns, sizeof(c->dst_ns), c->dst_wl, sizeof(c->dst_wl));
     } else {
         const struct veil_node_wl *wl = veil_node_cfg_wl_by_ip(&n->cfg, orig->sin_addr);
+        const struct veil_node_ep *ep =
+            wl == NULL ? veil_node_cfg_ep_by_ip(&n->cfg, orig->sin_addr) : NULL;
         inet_ntop(AF_INET, &orig->sin_addr, c->dst_service, sizeof(c->dst_service));
-        if (wl == NULL)
+        if (wl != NULL) {
+            copy(c->dst_principal, sizeof(c->dst_principal), wl->identity);
+            copy(c->dst_ns, sizeof(c->dst_ns), wl->ns);
+            copy(c->dst_wl, sizeof(c->dst_wl), wl->name);
+        } else if (ep != NULL) {
+            copy(c->dst_principal, sizeof(c->dst_principal), ep->identity);
+            split_key(ep->workload, c->dst_ns, sizeof(c->dst_ns), c->dst_wl, sizeof(c->dst_wl));
+        } else {
             return OUT_PASS;
-        copy(c->dst_principal, sizeof(c->dst_principal), wl->identity);
-        copy(c->dst_ns, sizeof(c->dst_ns), wl->ns);
-        copy(c->dst_wl, sizeof(c->dst_wl), wl->name);
+        }
     }
     c->dst_port = ntohs(c->dst.sin_port);
     veil_hbone_format_authority((struct sockaddr *)&c->dst, c->authority, sizeof(c->authority));
@@ -536,9 +543,13 @@ void node__outbound_accept(struct veil_node_pod *p, int fd)
 static void inbound_source(struct veil_node_conn *c)
 {
     const struct veil_node_wl *wl = veil_node_cfg_wl_by_ip(&c->node->cfg, c->src.sin_addr);
+    const struct veil_node_ep *ep =
+        wl == NULL ? veil_node_cfg_ep_by_ip(&c->node->cfg, c->src.sin_addr) : NULL;
     if (wl != NULL) {
         copy(c->src_wl, sizeof(c->src_wl), wl->name);
         copy(c->src_ns, sizeof(c->src_ns), wl->ns);
+    } else if (ep != NULL && (c->kind == IN_PLAIN || strcmp(ep->identity, c->src_principal) == 0)) {
+        split_key(ep->workload, c->src_ns, sizeof(c->src_ns), c->src_wl, sizeof(c->src_wl));
     } else if (c->src_principal[0] != '\0') {
         veil_authz_principal_ns(c->src_principal, c->src_ns, sizeof(c->src_ns));
     }
@@ -710,6 +721,7 @@ void node__pod_hbone_stop(struct veil_node_pod *p)
     if (p->hbone_fd >= 0)
         close(p->hbone_fd);
     p->hbone_fd = -1;
+    node__metrics_keep_hbone(p->node, p);
     veil_hbone_server_free(p->hbone);
     p->hbone = NULL;
 }

@@ -2,7 +2,9 @@
 #include "node/node-int.h"
 #include "node/telemetry.h"
 
+#include "core/container.h"
 #include "core/metrics.h"
+#include "hbone/hbone.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -56,6 +58,20 @@ int node__metrics_setup(struct veil_node *n)
     f = veil_metrics_counter(r, "veil_node_certificate_errors_total",
                              "Workload certificate requests that failed", 0, NULL);
     m->cert_errors = veil_metrics_series(f, NULL);
+    static const char *const side[] = {"side"};
+    m->hb_handshake = veil_metrics_counter(
+        r, "veil_node_hbone_handshake_failures_total",
+        "HBONE TLS handshakes refused (not TLS, bad or foreign certificate, no h2)", 1, side);
+    m->hb_proto = veil_metrics_counter(r, "veil_node_hbone_protocol_errors_total",
+                                       "HBONE connections closed for bad HTTP/2", 1, side);
+    m->hb_bad_req = veil_metrics_counter(r, "veil_node_hbone_bad_requests_total",
+                                         "Malformed CONNECT requests answered 400", 1, side);
+    m->hb_conns =
+        veil_metrics_counter(r, "veil_node_hbone_connections_total",
+                             "HBONE connections accepted (server) or dialled (pool)", 1, side);
+    m->hb_mismatch = veil_metrics_counter(
+        r, "veil_node_hbone_identity_mismatch_total",
+        "HBONE servers whose certificate was not the expected identity", 1, side);
     if (m->opened == NULL || m->closed == NULL || m->sent == NULL || m->received == NULL ||
         m->refused == NULL)
         return -ENOMEM;
@@ -113,4 +129,57 @@ int veil_node_access_log_line(const struct veil_node_conn_info *info, char *buf,
     buf[l + 1] = '\0';
     free(text);
     return (int)(l + 1);
+}
+
+static void add(struct veil_node *n, const struct veil_hbone_stats *st, uint64_t base_hs,
+                uint64_t base_proto, uint64_t base_bad, uint64_t base_conns, int i)
+{
+    static const char *const sides[2][1] = {{"server"}, {"client"}};
+    struct veil_node_hbone_totals now = {
+        base_hs + st->handshake_failures, base_proto + st->protocol_errors,
+        base_bad + st->bad_requests, base_conns + st->connections_total, st->identity_mismatch};
+    struct veil_node_hbone_totals *last = &n->hb_reported[i];
+    struct veil_node_metrics *m = &n->m;
+#define BUMP(fam, f)                                                                               \
+    if (now.f > last->f)                                                                           \
+        veil_metrics_counter_add(veil_metrics_series(m->fam, sides[i]), now.f - last->f);
+    BUMP(hb_handshake, handshake)
+    BUMP(hb_proto, proto)
+    BUMP(hb_bad_req, bad_req)
+    BUMP(hb_conns, conns)
+    BUMP(hb_mismatch, mismatch)
+#undef BUMP
+    *last = now;
+}
+
+void node__metrics_keep_hbone(struct veil_node *n, const struct veil_node_pod *p)
+{
+    struct veil_hbone_stats st;
+    if (p->hbone == NULL)
+        return;
+    veil_hbone_server_stats(p->hbone, &st);
+    n->hb_gone.handshake += st.handshake_failures;
+    n->hb_gone.proto += st.protocol_errors;
+    n->hb_gone.bad_req += st.bad_requests;
+    n->hb_gone.conns += st.connections_total;
+}
+
+void node__metrics_sync(struct veil_node *n)
+{
+    struct veil_hbone_stats sum = {0}, st;
+    for (struct veil_node_link *l = n->pods.next; l != &n->pods; l = l->next) {
+        const struct veil_node_pod *p = VEIL_CONTAINER_OF(l, struct veil_node_pod, link);
+        if (p->hbone == NULL)
+            continue;
+        veil_hbone_server_stats(p->hbone, &st);
+        sum.handshake_failures += st.handshake_failures;
+        sum.protocol_errors += st.protocol_errors;
+        sum.bad_requests += st.bad_requests;
+        sum.connections_total += st.connections_total;
+    }
+    add(n, &sum, n->hb_gone.handshake, n->hb_gone.proto, n->hb_gone.bad_req, n->hb_gone.conns, 0);
+    if (n->pool != NULL) {
+        veil_hbone_pool_stats(n->pool, &st);
+        add(n, &st, 0, 0, 0, 0, 1);
+    }
 }

@@ -525,6 +525,150 @@ static void test_scale_small(void **state)
     veil_store_free(s);
 }
 
+/* ---- a model check: what nodes hold after any mix of changes and resumes ---- */
+
+/* A node's side: what it applied (key -> upsert) and at which version. */
+struct mnode {
+    const char *name;
+    struct veil_view_sub *s;
+    json_t *have, *old; /* now, and a state it kept from earlier */
+    uint64_t version, old_version;
+};
+
+static void model_apply(struct mnode *m, char *text)
+{
+    if (text == NULL)
+        return;
+    struct upd u = parse_update(text);
+    assert_true(u.version > m->version || u.full);
+    if (u.full)
+        json_object_clear(m->have);
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(u.root, "upserts"), i, it)
+    json_object_set(m->have, json_string_value(json_object_get(it, "key")), it);
+    json_array_foreach(json_object_get(u.root, "removals"), i, it)
+    assert_int_equal(json_object_del(m->have, json_string_value(it)), 0);
+    m->version = u.version;
+    json_decref(u.root);
+}
+
+/* The node's state equals a fresh snapshot of its view. */
+static void model_check(struct fx *f, const struct mnode *m)
+{
+    struct veil_view_sub *o;
+    char *json;
+    assert_int_equal(veil_view_subscribe(f->v, m->name, 0, true, &o, &json), 0);
+    struct mnode snap = {.name = m->name, .have = json_object()};
+    model_apply(&snap, json);
+    veil_view_unsubscribe(o);
+    if (!json_equal(snap.have, m->have)) {
+        char *a = json_dumps(snap.have, JSON_SORT_KEYS), *b = json_dumps(m->have, JSON_SORT_KEYS);
+        fail_msg("%s: want %s\nhave %s", m->name, a, b);
+    }
+    json_decref(snap.have);
+}
+
+static void model_change(struct fx *f, unsigned r)
+{
+    static const char *apps[] = {"web", "db", "api"};
+    static const char *nodes[] = {"n1", "n2", "n3", "n4"};
+    char text[1024], id[64];
+    unsigned k = (r >> 4) % 5;
+    switch (r % 4) {
+    case 0:
+        snprintf(text, sizeof(text), SVC("svc-%u", "%s"), k, apps[(r >> 8) % 3]);
+        apply(f->s, text);
+        break;
+    case 1:
+        snprintf(id, sizeof(id), "Service/default/svc-%u", k);
+        if (veil_store_get(f->s, id) != NULL)
+            del(f->s, id);
+        break;
+    case 2:
+        snprintf(text, sizeof(text), POD("p-%u", "%s", "%s", "10.1.%u.%u"), k, apps[(r >> 8) % 3],
+                 nodes[(r >> 12) % 4], apps[(r >> 8) % 3], k, (r >> 16) % 200 + 1);
+        apply(f->s, text);
+        break;
+    default:
+        snprintf(id, sizeof(id), "Pod/default/p-%u", k);
+        if (veil_store_get(f->s, id) != NULL)
+            del(f->s, id);
+        break;
+    }
+}
+
+static void model_node_step(struct fx *f, struct mnode *m, unsigned r)
+{
+    char *json;
+    switch (r % 5) {
+    case 0:
+    case 1:
+        if (m->s != NULL) {
+            assert_int_equal(veil_view_poll(m->s, &json), 0);
+            model_apply(m, json);
+        }
+        break;
+    case 2:
+        veil_view_unsubscribe(m->s);
+        m->s = NULL;
+        break;
+    case 3: /* keeps its state for a later "never applied what followed" */
+        json_decref(m->old);
+        m->old = json_deep_copy(m->have);
+        m->old_version = m->version;
+        break;
+    default:
+        veil_view_unsubscribe(m->s);
+        if (m->old != NULL && (r >> 8) % 2 == 0) {
+            json_decref(m->have);
+            m->have = json_deep_copy(m->old);
+            m->version = m->old_version;
+        }
+        assert_int_equal(veil_view_subscribe(f->v, m->name, m->version, false, &m->s, &json), 0);
+        model_apply(m, json);
+        break;
+    }
+}
+
+static void test_model(void **state)
+{
+    struct fx *f = *state;
+    struct mnode m[4] = {{.name = "n1"}, {.name = "n2"}, {.name = "n3"}, {.name = "n4"}};
+    char *json;
+    for (int i = 0; i < 4; i++) {
+        m[i].have = json_object();
+        assert_int_equal(veil_view_subscribe(f->v, m[i].name, 0, false, &m[i].s, &json), 0);
+        model_apply(&m[i], json);
+    }
+    unsigned seed = 12345;
+    for (int step = 0; step < 3000; step++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned r = seed >> 1;
+        if (r % 3 == 0)
+            model_change(f, r >> 2);
+        else
+            model_node_step(f, &m[(r >> 2) % 4], r >> 4);
+        if (step % 100 == 99) {
+            for (int i = 0; i < 4; i++) {
+                if (m[i].s == NULL)
+                    assert_int_equal(
+                        veil_view_subscribe(f->v, m[i].name, m[i].version, false, &m[i].s, &json),
+                        0);
+                else
+                    assert_int_equal(veil_view_poll(m[i].s, &json), 0);
+                model_apply(&m[i], json);
+                model_check(f, &m[i]);
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        veil_view_unsubscribe(m[i].s);
+        json_decref(m[i].have);
+        json_decref(m[i].old);
+    }
+}
+
 static void test_alloc_failures(void **state)
 {
     struct fx *f = *state;
@@ -579,6 +723,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_selector_and_workload_entry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_selectors, setup, teardown),
         cmocka_unit_test(test_scale_small),
+        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

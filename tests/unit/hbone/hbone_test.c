@@ -377,8 +377,8 @@ static void dial_for(struct env *e, struct veil_hbone_dial *d, const char *autho
     };
 }
 
-static void tunnel_open(struct env *e, struct tunnel *t, const struct veil_hbone_dial *d,
-                        size_t n, uint8_t seed)
+static void tunnel_open(struct env *e, struct tunnel *t, const struct veil_hbone_dial *d, size_t n,
+                        uint8_t seed)
 {
     *t = (struct tunnel){.e = e, .to_send = n, .seed = seed};
     t->h2s = veil_hbone_pool_connect(e->pool, d, tunnel_cb, t);
@@ -393,17 +393,10 @@ static void echo_authority(struct env *e, char *buf, size_t n)
 
 /* ---- setup and running ---- */
 
-void veil_hbone_server_debug(struct veil_hbone_server *srv);
-void veil_hbone_pool_debug(struct veil_hbone_pool *srv);
-static struct tunnel *DBG;
-static int DBGN;
 static void on_guard(struct veil_timer *tm)
 {
-    for (int i = 0; i < DBGN; i++)
-        fprintf(stderr, "%d: sent %zu/%zu recv %zu shut %d eof %d cb %d\n", i, DBG[i].sent, DBG[i].to_send, DBG[i].received, DBG[i].shut, DBG[i].eof, DBG[i].cb_called);
+
     struct env *e = VEIL_CONTAINER_OF(tm, struct env, guard);
-    veil_hbone_server_debug(e->srv);
-    veil_hbone_pool_debug(e->pool);
     e->guard_fired = true;
     veil_loop_stop(e->loop);
 }
@@ -424,14 +417,14 @@ static void run(struct env *e)
     assert_int_equal(veil_loop_run(e->loop), 0);
     veil_alloc_fail_reset();
     if (e->guard_fired)
-        fprintf(stderr, "guard: waiting %d pumps %d/%d\n", e->waiting, e->srv_pumps_done, e->srv_pumps);
+        fprintf(stderr, "guard: still waiting for %d, server pumps %d/%d done\n", e->waiting,
+                e->srv_pumps_done, e->srv_pumps);
     assert_false(e->guard_fired);
     veil_timer_stop(&e->guard);
     veil_timer_stop(&e->poll);
 }
 
-static struct veil_tls_ctx *ctx(enum veil_tls_role role, const struct ident *i,
-                                const char *bundle)
+static struct veil_tls_ctx *ctx(enum veil_tls_role role, const struct ident *i, const char *bundle)
 {
     char err[256];
     struct veil_tls_ctx_opts o = {
@@ -482,9 +475,8 @@ static int setup(void **state)
     assert_non_null(e->loop);
     uint16_t port;
     e->lfd = listen_any(&port);
-    e->hbone_addr = (struct sockaddr_in){.sin_family = AF_INET,
-                                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-                                         .sin_port = htons(port)};
+    e->hbone_addr = (struct sockaddr_in){
+        .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(port)};
     e->efd = listen_any(&e->echo_port);
     assert_int_equal(veil_io_start(e->loop, &e->lio, e->lfd, VEIL_IO_READ, hbone_accept), 0);
     assert_int_equal(veil_io_start(e->loop, &e->eio, e->efd, VEIL_IO_READ, echo_accept), 0);
@@ -579,12 +571,9 @@ static void many_streams_share_one_h2c(void **state)
     assert_non_null(t);
     for (int i = 0; i < N; i++)
         tunnel_open(e, &t[i], &d, 100000 + (size_t)i * 1000, (uint8_t)i);
-    DBG = t; DBGN = N;
     e->until = server_pumps_done;
     run(e);
     for (int i = 0; i < N; i++) {
-        if (!t[i].done)
-            fprintf(stderr, "%d: sent %zu/%zu recv %zu shut %d eof %d cb %d\n", i, t[i].sent, t[i].to_send, t[i].received, t[i].shut, t[i].eof, t[i].cb_called);
         assert_true(t[i].done);
         assert_false(t[i].failed || t[i].bad);
         assert_int_equal(t[i].received, t[i].to_send);
@@ -730,8 +719,7 @@ static void raw_connect(struct env *e, struct raw *r, const char *send_first)
     *r = (struct raw){.e = e};
     r->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(r->fd >= 0);
-    assert_int_equal(connect(r->fd, (struct sockaddr *)&e->hbone_addr, sizeof(e->hbone_addr)),
-                     0);
+    assert_int_equal(connect(r->fd, (struct sockaddr *)&e->hbone_addr, sizeof(e->hbone_addr)), 0);
     if (send_first != NULL)
         assert_true(send(r->fd, send_first, strlen(send_first), 0) > 0);
     assert_int_equal(fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK), 0);
@@ -871,16 +859,18 @@ static void pool_free_fails_pending(void **state)
     e->deferred = NULL;
 }
 
-/* ---- malformed requests, sent with nghttp2 directly ---- */
+/* ---- malformed requests, sent with nghttp2 directly: a GET, a CONNECT
+ * without :authority, one to a name, one with headers over the limit, and
+ * a good one on the same connection ---- */
 
 struct rawh2 {
     struct veil_tls_conn tls;
     nghttp2_session *ng;
     bool connected, established, dead;
-    int32_t ids[4];
-    int status[4];
-    uint32_t rst[4];
-    bool closed[4];
+    int32_t ids[5];
+    int status[5];
+    uint32_t rst[5];
+    bool closed[5];
     char echo[16];
     size_t echo_len;
     struct env *e;
@@ -888,7 +878,7 @@ struct rawh2 {
 
 static int rawh2_index(struct rawh2 *r, int32_t id)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (r->ids[i] == id)
             return i;
     return -1;
@@ -955,7 +945,10 @@ static void rawh2_flush(struct rawh2 *r)
     veil_tls_flush(&r->tls);
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE             \
+    }
 
 static void rawh2_submit(struct rawh2 *r)
 {
@@ -971,7 +964,11 @@ static void rawh2_submit(struct rawh2 *r)
     r->ids[1] = nghttp2_submit_request(r->ng, NULL, noauth, 1, NULL, NULL);
     r->ids[2] = nghttp2_submit_request(r->ng, NULL, name, 2, NULL, NULL);
     r->ids[3] = nghttp2_submit_request(r->ng, NULL, good, 2, &dp, NULL);
-    for (int i = 0; i < 4; i++)
+    static char big[20000];
+    memset(big, 'x', sizeof(big) - 1);
+    const nghttp2_nv huge[] = {NV(":method", "CONNECT"), NV(":authority", auth), NV("x-big", big)};
+    r->ids[4] = nghttp2_submit_request(r->ng, NULL, huge, 3, NULL, NULL);
+    for (int i = 0; i < 5; i++)
         assert_true(r->ids[i] > 0);
 }
 
@@ -1019,19 +1016,21 @@ static void malformed_connects_answered(void **state)
     assert_int_equal(connect(fd, (struct sockaddr *)&e->hbone_addr, sizeof(e->hbone_addr)), 0);
     assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
     assert_int_equal(veil_tls_conn_init(&r.tls, e->cli_tls, e->loop, fd, rawh2_io), 0);
-    e->waiting = 4; /* the streams to close */
+    e->waiting = 5; /* the streams to close */
     e->until = server_pumps_done;
     run(e);
     assert_false(r.dead);
-    assert_int_equal(r.status[0], 400);                  /* GET */
+    assert_int_equal(r.status[0], 400);                 /* GET */
     assert_int_equal(r.rst[1], NGHTTP2_PROTOCOL_ERROR); /* CONNECT without :authority */
-    assert_int_equal(r.status[2], 400);                  /* a name, not an IP */
-    assert_int_equal(r.status[3], 200);                  /* and the good one works */
+    assert_int_equal(r.status[2], 400);                 /* a name, not an IP */
+    assert_int_equal(r.status[3], 200);                 /* and the good one works */
     assert_int_equal(r.echo_len, 4);
     assert_memory_equal(r.echo, "ping", 4);
+    assert_int_equal(r.status[4], 0); /* headers over the limit: reset */
+    assert_int_not_equal(r.rst[4], 0);
     struct veil_hbone_stats ss;
     veil_hbone_server_stats(e->srv, &ss);
-    assert_int_equal(ss.bad_requests, 3);
+    assert_int_equal(ss.bad_requests, 4);
     assert_int_equal(ss.streams_ok, 1);
     assert_int_equal(ss.protocol_errors, 0);
     assert_int_equal(e->on_connects, 1);
@@ -1050,17 +1049,24 @@ static void authority_parse_and_format(void **state)
     const char *good[] = {"10.1.2.3:80", "[fd00::1]:15008", "255.255.255.255:65535"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         assert_int_equal(veil_hbone_parse_authority(good[i], strlen(good[i]), &ss, &len), 0);
-        assert_int_equal(veil_hbone_format_authority((struct sockaddr *)&ss, buf, sizeof(buf)),
-                         0);
+        assert_int_equal(veil_hbone_format_authority((struct sockaddr *)&ss, buf, sizeof(buf)), 0);
         assert_string_equal(buf, good[i]);
     }
-    const char *bad[] = {"",          "10.1.2.3",      "10.1.2.3:",     "10.1.2.3:0",
-                         "10.1.2.3:65536", "10.1.2.3:08", "host:80",      "fd00::1:80",
-                         "[fd00::1]80", "[fd00::1]:",   "1.2.3.4:80 ", "[1.2.3.4]:80",
+    const char *bad[] = {"",
+                         "10.1.2.3",
+                         "10.1.2.3:",
+                         "10.1.2.3:0",
+                         "10.1.2.3:65536",
+                         "10.1.2.3:08",
+                         "host:80",
+                         "fd00::1:80",
+                         "[fd00::1]80",
+                         "[fd00::1]:",
+                         "1.2.3.4:80 ",
+                         "[1.2.3.4]:80",
                          "10.1.2.3:+80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(veil_hbone_parse_authority(bad[i], strlen(bad[i]), &ss, &len),
-                         -EINVAL);
+        assert_int_equal(veil_hbone_parse_authority(bad[i], strlen(bad[i]), &ss, &len), -EINVAL);
 }
 
 /* ---- allocation failures ---- */

@@ -160,8 +160,7 @@ static void peer_io(struct veil_io *io, uint32_t events)
         peer_recv(p);
     if (!p->send_after_eof || p->eof)
         peer_send(p);
-    if (p->reset || (p->eof && p->sent == p->to_send &&
-                     (p->shut || !p->shut_after_send))) {
+    if (p->reset || (p->eof && p->sent == p->to_send && (p->shut || !p->shut_after_send))) {
         veil_io_stop(&p->io);
     } else {
         peer_update(p);

@@ -74,6 +74,10 @@ static void snapshot_and_lookups(void **state)
     assert_non_null(s);
     assert_ptr_equal(s, veil_node_cfg_svc_by_name(&cfg, "default", "web"));
     assert_null(veil_node_cfg_svc_by_name(&cfg, "other", "web"));
+    const struct veil_node_ep *ep = veil_node_cfg_ep_by_ip(&cfg, ip("198.18.1.3"));
+    assert_non_null(ep);
+    assert_string_equal(ep->workload, "Workload/default/web-2");
+    assert_null(veil_node_cfg_ep_by_ip(&cfg, ip("198.18.1.9")));
     assert_true(veil_node_svc_has_port(s, 80));
     assert_false(veil_node_svc_has_port(s, 81));
     veil_node_cfg_free(&cfg);
