@@ -60,7 +60,8 @@ static int transact(struct nlreq *r)
             rc = -errno;
             goto out;
         }
-        int left = (int)n;
+        /* NLMSG_OK compares the length as unsigned. */
+        unsigned int left = (unsigned int)n;
         for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, left);
              h = NLMSG_NEXT(h, left)) {
             if (h->nlmsg_type == NLMSG_ERROR) {

@@ -158,24 +158,34 @@ static void pc_after(struct veil_push_client *pc)
 {
     if (pc->dead || !pc->established || pc->in_recv)
         return;
-    while (veil_tls_out_len(&pc->tls) < OUT_HIGH) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(pc->ng, &data);
-        if (n < 0) {
-            pc_fail(pc, "HTTP/2 error");
+    /* Until nghttp2 has nothing more or the socket is full: a socket that
+     * takes all that was queued sends no write event to come back on. */
+    for (;;) {
+        size_t sent = 0;
+        while (veil_tls_out_len(&pc->tls) < OUT_HIGH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(pc->ng, &data);
+            if (n < 0) {
+                pc_fail(pc, "HTTP/2 error");
+                return;
+            }
+            if (n == 0)
+                break;
+            if (veil_tls_send(&pc->tls, data, (size_t)n) != 0) {
+                pc_fail(pc, "output buffer full");
+                return;
+            }
+            sent += (size_t)n;
+        }
+        if (veil_tls_flush(&pc->tls) != 0) {
+            snprintf(pc->err, sizeof(pc->err), "connection lost: %s", veil_tls_error(&pc->tls));
+            pc_fail(pc, pc->err);
             return;
         }
-        if (n == 0)
+        if (sent == 0 || veil_tls_out_len(&pc->tls) != 0)
             break;
-        if (veil_tls_send(&pc->tls, data, (size_t)n) != 0) {
-            pc_fail(pc, "output buffer full");
-            return;
-        }
     }
-    if (veil_tls_flush(&pc->tls) != 0) {
-        snprintf(pc->err, sizeof(pc->err), "connection lost: %s", veil_tls_error(&pc->tls));
-        pc_fail(pc, pc->err);
-    } else if (!nghttp2_session_want_read(pc->ng) && !nghttp2_session_want_write(pc->ng))
+    if (!nghttp2_session_want_read(pc->ng) && !nghttp2_session_want_write(pc->ng))
         pc_fail(pc, "the server closed the connection (GOAWAY)");
 }
 
