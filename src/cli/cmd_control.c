@@ -161,11 +161,11 @@ static void print_nodes(json_t *st)
         else if (json_is_true(json_object_get(n, "upToDate")))
             printf("  %s: connected, up to date (version %lld)\n", str(n, "name"), num(n, "acked"));
         else if (json_object_get(n, "rejectReason") != NULL)
-            printf("  %s: connected, NOT up to date (has version %lld of %lld)\n", str(n, "name"),
-                   num(n, "acked"), num(st, "version"));
+            printf("  %s: connected, NOT up to date (has version %lld, was sent %lld)\n",
+                   str(n, "name"), num(n, "acked"), num(n, "sent"));
         else
-            printf("  %s: connected, catching up (has version %lld of %lld)\n", str(n, "name"),
-                   num(n, "acked"), num(st, "version"));
+            printf("  %s: connected, catching up (has version %lld, was sent %lld)\n",
+                   str(n, "name"), num(n, "acked"), num(n, "sent"));
         if (json_object_get(n, "rejectReason") != NULL)
             printf("    it REJECTED version %lld: %s\n", num(n, "rejected"),
                    str(n, "rejectReason"));

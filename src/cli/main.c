@@ -11,10 +11,17 @@ static int cmd_version(const struct veil_cli_cmd *cmd, int argc, char **argv);
 
 static const struct veil_cli_cmd commands[] = {
     {"demo", "build a local cluster, run a few apps and show their traffic encrypted",
-     "usage: veil demo\n\n"
-     "Creates a local multi-node cluster out of network namespaces, starts a few\n"
-     "ordinary programs as services, sends traffic between them and explains what\n"
-     "happened in plain words.\n",
+     "usage: veil demo [--name NAME] [--cleanup | --keep] [--timeout SECONDS]\n\n"
+     "Builds a local cluster NAME (default 'demo': a control plane and two nodes,\n"
+     "each a network namespace with its node proxy), starts ordinary programs as\n"
+     "pods behind Services (python3 http.server 'web', nginx 'frontend', redis-server\n"
+     "'redis') and a client pod, sends traffic between them (curl, redis-cli,\n"
+     "redis-benchmark) and explains what talked to what, and under which identity.\n"
+     "A cluster NAME left by an earlier run is deleted first. Needs root.\n\n"
+     "  --keep      leave the cluster running at the end (the default), to look\n"
+     "              around; also keeps it when the demo fails\n"
+     "  --cleanup   delete the cluster at the end\n"
+     "  --timeout   how long to wait for each app to answer (default 30)\n",
      veil_cli_demo},
     {"control", "run the control plane (config, registry, CA, push)",
      "usage: veil control [--state-dir DIR] [--config-dir DIR] [--trust-domain TD]\n"

@@ -26,14 +26,20 @@ struct node_walk {
     uint64_t version;
 };
 
+/* A node is up to date when it acknowledged the last version sent to it:
+ * versions that change nothing on a node are never sent to it. */
+static bool up_to_date(const struct veil_view_node_status *st)
+{
+    return st->subscribed && st->sent != 0 && st->acked >= st->sent;
+}
+
 static void add_node(void *ctx, const struct veil_view_node_status *st)
 {
     struct node_walk *w = ctx;
-    json_t *n =
-        json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:b}", "name", st->name, "connected",
-                  st->subscribed, "workloads", (json_int_t)st->workloads, "sent",
-                  (json_int_t)st->sent, "acked", (json_int_t)st->acked, "rejected",
-                  (json_int_t)st->nacked, "upToDate", st->subscribed && st->acked == w->version);
+    json_t *n = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:b}", "name", st->name, "connected",
+                          st->subscribed, "workloads", (json_int_t)st->workloads, "sent",
+                          (json_int_t)st->sent, "acked", (json_int_t)st->acked, "rejected",
+                          (json_int_t)st->nacked, "upToDate", up_to_date(st));
     if (n != NULL && st->nack_reason != NULL && st->nacked > st->acked)
         json_object_set_new(n, "rejectReason", json_string(st->nack_reason));
     json_array_append_new(w->nodes, n);

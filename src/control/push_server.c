@@ -88,7 +88,13 @@ struct push_h2s {
     bool req_done;        /* the client ended its side (END_STREAM) */
     struct veil_buf req;  /* request body, or the partial watch line */
     struct veil_buf resp; /* response body not yet taken by nghttp2 */
-    void *sub;            /* the provider's subscriber, on a subscribed watch */
+    /* An update line sent straight from the provider's text (a snapshot is
+     * megabytes: not copied), before anything in resp: head[head_off ..
+     * head_len), then the newline unless head_nl is false. */
+    char *head;
+    size_t head_off, head_len;
+    bool head_nl;
+    void *sub; /* the provider's subscriber, on a subscribed watch */
 };
 
 /* One client connection. */
@@ -159,6 +165,7 @@ static void h2s_free(struct push_h2s *s)
         s->next->prev = s->prev;
     veil_buf_free(&s->req);
     veil_buf_free(&s->resp);
+    veil_free(s->head);
     veil_free(s);
 }
 
@@ -192,20 +199,28 @@ static void h2c_close(struct push_h2c *c)
 }
 
 /* Moves frames from nghttp2 to TLS and TLS to the socket. 0 or -errno. */
+/* Until nghttp2 has nothing more or the socket is full: a socket that takes
+ * all that was queued sends no write event to come back on. */
 static int h2c_flush(struct push_h2c *c)
 {
-    while (veil_tls_out_len(&c->tls) < OUT_HIGH) {
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-        if (n < 0)
-            return -EPROTO;
-        if (n == 0)
-            break;
-        int rc = veil_tls_send(&c->tls, data, (size_t)n);
-        if (rc != 0)
+    for (;;) {
+        size_t sent = 0;
+        while (veil_tls_out_len(&c->tls) < OUT_HIGH) {
+            const uint8_t *data;
+            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
+            if (n < 0)
+                return -EPROTO;
+            if (n == 0)
+                break;
+            int rc = veil_tls_send(&c->tls, data, (size_t)n);
+            if (rc != 0)
+                return rc;
+            sent += (size_t)n;
+        }
+        int rc = veil_tls_flush(&c->tls);
+        if (rc != 0 || sent == 0 || veil_tls_out_len(&c->tls) != 0)
             return rc;
     }
-    return veil_tls_flush(&c->tls);
 }
 
 /* Flushes and closes the connection if it failed or is finished. */
@@ -220,6 +235,31 @@ static void h2c_after(struct push_h2c *c)
 
 /* ---- responses ---- */
 
+/* Bytes of the head line not yet taken by nghttp2. */
+static size_t head_left(const struct push_h2s *s)
+{
+    return s->head != NULL ? s->head_len - s->head_off + s->head_nl : 0;
+}
+
+/* Copies up to `length` bytes of the head line; frees it once taken. */
+static size_t head_read(struct push_h2s *s, uint8_t *buf, size_t length)
+{
+    size_t n = s->head_len - s->head_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, s->head + s->head_off, n);
+    s->head_off += n;
+    if (n < length && s->head_off == s->head_len && s->head_nl) {
+        buf[n++] = '\n';
+        s->head_nl = false;
+    }
+    if (s->head_off == s->head_len && !s->head_nl) {
+        veil_free(s->head);
+        s->head = NULL;
+    }
+    return n;
+}
+
 static ssize_t body_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *source, void *user)
 {
@@ -227,6 +267,8 @@ static ssize_t body_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     (void)id;
     (void)user;
     struct push_h2s *s = source->ptr;
+    if (s->head != NULL)
+        return (ssize_t)head_read(s, buf, length);
     size_t n = veil_buf_len(&s->resp);
     if (n > length)
         n = length;
@@ -403,11 +445,18 @@ static void handle_certs(struct push_h2s *s)
 static bool queue_update(struct push_h2s *s, char *json)
 {
     size_t n = strlen(json);
-    bool ok = veil_buf_space(&s->resp) >= n + 1;
-    if (ok) {
-        ok = veil_buf_append(&s->resp, json, n) == 0 && veil_buf_append(&s->resp, "\n", 1) == 0;
+    bool ok = veil_buf_space(&s->resp) >= head_left(s) + n + 1;
+    if (ok)
         stat_add(s->h2c->srv, ST_UPDATES, 1);
+    if (ok && s->head == NULL && veil_buf_is_empty(&s->resp)) {
+        s->head = json;
+        s->head_off = 0;
+        s->head_len = n;
+        s->head_nl = true;
+        return true;
     }
+    if (ok)
+        ok = veil_buf_append(&s->resp, json, n) == 0 && veil_buf_append(&s->resp, "\n", 1) == 0;
     veil_free(json);
     return ok;
 }
@@ -433,7 +482,7 @@ static void pump_updates(struct push_h2s *s)
         }
         json = NULL;
     }
-    if (s->deferred && !veil_buf_is_empty(&s->resp)) {
+    if (s->deferred && (s->head != NULL || !veil_buf_is_empty(&s->resp))) {
         s->deferred = false;
         nghttp2_session_resume_data(s->h2c->ng, s->id);
     }

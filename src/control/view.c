@@ -68,8 +68,8 @@ struct sent {
     struct veil_store__map map; /* vkey->s -> vkey (p, ref), hash (u) */
     struct dent *log;
     size_t log_head, log_n, log_cap, log_max; /* a ring of log_cap, grown up to log_max */
-    uint64_t floor;   /* states at versions >= floor can be rebuilt */
-    uint64_t version; /* last sent */
+    uint64_t floor;                           /* states at versions >= floor can be rebuilt */
+    uint64_t version;                         /* last sent */
     bool valid;
 };
 
@@ -117,8 +117,8 @@ struct veil_views {
     struct veil_store__map items; /* key -> item */
     struct veil_store__map svc_items;
     struct veil_store__map shared; /* shared keys with a non-zero base -> vkey (ref) */
-    struct veil_store__map nodes; /* name -> node */
-    struct veil_store__map ns;    /* name -> nsidx */
+    struct veil_store__map nodes;  /* name -> node */
+    struct veil_store__map ns;     /* name -> nsidx */
     struct veil_view_sub **subs;
     size_t nsubs, subs_cap;
     bool broken; /* an update failed half-way: rebuild before use */

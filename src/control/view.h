@@ -10,7 +10,9 @@
  *   PeerAuthentication/ns/name   every node when ns is the root namespace
  *
  * Per node the views keep what they last sent (key -> hash of the item's
- * canonical JSON) and a bounded delta log (version, key, previous hash), so
+ * canonical JSON; Services, which every node gets, are recorded once for
+ * all nodes, and per node only where it differs from the current item)
+ * and a bounded delta log (version, key, previous hash), so
  * a node that reconnects at version V gets only what changed since V. The
  * record of a node outlives its streams (in memory only: after a control
  * plane restart every node gets a full snapshot).

@@ -546,9 +546,9 @@ static void model_apply(struct mnode *m, char *text)
     size_t i;
     json_t *it;
     json_array_foreach(json_object_get(u.root, "upserts"), i, it)
-    json_object_set(m->have, json_string_value(json_object_get(it, "key")), it);
+        json_object_set(m->have, json_string_value(json_object_get(it, "key")), it);
     json_array_foreach(json_object_get(u.root, "removals"), i, it)
-    assert_int_equal(json_object_del(m->have, json_string_value(it)), 0);
+        assert_int_equal(json_object_del(m->have, json_string_value(it)), 0);
     m->version = u.version;
     json_decref(u.root);
 }
