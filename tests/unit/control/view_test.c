@@ -543,12 +543,13 @@ static void model_apply(struct mnode *m, char *text)
     assert_true(u.version > m->version || u.full);
     if (u.full)
         json_object_clear(m->have);
-    size_t i;
-    json_t *it;
-    json_array_foreach(json_object_get(u.root, "upserts"), i, it)
+    json_t *ups = json_object_get(u.root, "upserts"), *rms = json_object_get(u.root, "removals");
+    for (size_t i = 0; i < json_array_size(ups); i++) {
+        json_t *it = json_array_get(ups, i);
         json_object_set(m->have, json_string_value(json_object_get(it, "key")), it);
-    json_array_foreach(json_object_get(u.root, "removals"), i, it)
-        assert_int_equal(json_object_del(m->have, json_string_value(it)), 0);
+    }
+    for (size_t i = 0; i < json_array_size(rms); i++)
+        assert_int_equal(json_object_del(m->have, json_string_value(json_array_get(rms, i))), 0);
     m->version = u.version;
     json_decref(u.root);
 }
