@@ -36,7 +36,7 @@ BENCH_SRC := $(shell find bench -name '*_bench.c' | sort)
 BENCH_BIN := $(patsubst %.c,$(B)/bench/%,$(notdir $(BENCH_SRC)))
 LINT_SRC  := $(shell find src tests bench -name '*.[ch]' | sort)
 
-.PHONY: all setup veil-bin test unit-build asan fuzz fuzz-bins bench bench-bins lint format demo clean
+.PHONY: all setup veil-bin test unit-build asan fuzz fuzz-bins bench bench-bins bench-l4 lint format demo clean
 .DEFAULT_GOAL := all
 
 all: setup
@@ -102,6 +102,11 @@ bench: setup
 	$(B)/bench/control_bench --veil $(B)/veil
 
 bench-bins: $(B)/veil $(BENCH_BIN)
+
+# bench/l4 builds a local cluster (root): direct TCP, veil and stunnel.
+bench-l4: setup
+	@$(MAKE) --no-print-directory bench-bins
+	bench/l4/run --veil $(B)/veil --rr $(B)/bench/rr_bench
 
 demo: all
 	./veil demo

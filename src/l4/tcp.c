@@ -4,6 +4,7 @@
 #include "core/alloc.h"
 #include "core/container.h"
 #include "core/loop.h"
+#include "core/sock.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -141,6 +142,7 @@ struct veil_l4_end *veil_l4_tcp_new(struct veil_loop *loop, int fd)
     }
     t->end.ops = &TCP_OPS;
     t->fd = fd;
+    veil_sock_nodelay(fd);
     int rc = veil_io_start(loop, &t->io, fd, 0, tcp_io);
     if (rc != 0) {
         close(fd);

@@ -714,6 +714,10 @@ static int setup_signals(struct veil_node *n)
     if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
         return -errno;
     signal(SIGPIPE, SIG_IGN);
+    /* Two sockets per proxied connection, and listeners per pod. */
+    long fds = veil_raise_fd_limit();
+    if (fds > 0 && fds < 65536)
+        VEIL_WARN(LOG, "open files limited to %ld: about %ld connections at most", fds, fds / 2);
     int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0)
         return -errno;

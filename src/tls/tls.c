@@ -4,6 +4,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/sock.h"
 #include "tls/spiffe.h"
 
 #include <errno.h>
@@ -320,6 +321,7 @@ int veil_tls_conn_init(struct veil_tls_conn *c, struct veil_tls_ctx *ctx, struct
 {
     c->_fd = -1;
     c->_open = false;
+    veil_sock_nodelay(fd);
     veil_buf_init(&c->_out, VEIL_TLS_OUT_MAX);
     c->_ssl = SSL_new(ctx->_ssl_ctx);
     if (c->_ssl == NULL || SSL_set_fd(c->_ssl, fd) != 1) {
