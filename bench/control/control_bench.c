@@ -68,9 +68,16 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The control plane being measured, stopped by die() too. */
+static pid_t g_control;
+
 static void die(const char *what)
 {
     fprintf(stderr, "control_bench: %s\n", what);
+    if (g_control > 0) {
+        kill(g_control, SIGTERM);
+        waitpid(g_control, NULL, 0);
+    }
     exit(1);
 }
 
@@ -122,6 +129,8 @@ static void control_start(struct bench *b)
     b->control = fork();
     if (b->control < 0)
         die("fork");
+    if (b->control > 0)
+        g_control = b->control;
     if (b->control == 0) {
         FILE *f = freopen(log, "w", stderr);
         (void)f;
@@ -350,6 +359,7 @@ static void wait_for(atomic_int *counter, int target, struct bench *b, int timeo
             fprintf(stderr, "control_bench: the control plane exited: %s %d (log: %s)\n",
                     WIFSIGNALED(st) ? "signal" : "status",
                     WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), b->dir);
+            g_control = 0;
             exit(1);
         }
         if (atomic_load(&b->failed) > 0)
