@@ -265,44 +265,22 @@ struct veil_reqsrv *veil_control__admin_server(struct veil_control *c, int fd)
 
 /* ---- status port: HTTP/1.1 GET ---- */
 
-static size_t http_complete(const char *data, size_t len, int eof)
-{
-    (void)eof;
-    const char *end = memmem(data, len, "\r\n\r\n", 4);
-    return end != NULL ? (size_t)(end - data) + 4 : 0;
-}
-
-static int http_reply(int code, const char *reason, const char *type, const char *body,
-                      size_t body_len, char **resp, size_t *resp_len)
-{
-    char head[256];
-    int h = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n",
-                     code, reason, type, body_len);
-    *resp = veil_malloc((size_t)h + body_len);
-    if (*resp == NULL)
-        return -ENOMEM;
-    memcpy(*resp, head, (size_t)h);
-    memcpy(*resp + h, body, body_len);
-    *resp_len = (size_t)h + body_len;
-    return 0;
-}
-
 static int http_handle(void *ctx, const char *req, size_t len, char **resp, size_t *resp_len)
 {
     struct veil_control *c = ctx;
     (void)len;
     char path[256] = "";
     if (sscanf(req, "GET %255s HTTP/1.", path) != 1)
-        return http_reply(400, "Bad Request", "text/plain", "GET only\n", 9, resp, resp_len);
+        return veil_reqsrv_http_reply(400, "Bad Request", "text/plain", "GET only\n", 9, resp,
+                                      resp_len);
     if (strcmp(path, "/metrics") == 0) {
         char *text = NULL;
         size_t n = 0;
         veil_control__sync_metrics(c);
         if (veil_metrics_render(c->metrics, &text, &n) != 0)
             return -ENOMEM;
-        int rc = http_reply(200, "OK", "text/plain; version=0.0.4", text, n, resp, resp_len);
+        int rc =
+            veil_reqsrv_http_reply(200, "OK", "text/plain; version=0.0.4", text, n, resp, resp_len);
         veil_free(text);
         return rc;
     }
@@ -312,17 +290,20 @@ static int http_handle(void *ctx, const char *req, size_t len, char **resp, size
         json_decref(st);
         if (text == NULL)
             return -ENOMEM;
-        int rc = http_reply(200, "OK", "application/json", text, strlen(text), resp, resp_len);
+        int rc = veil_reqsrv_http_reply(200, "OK", "application/json", text, strlen(text), resp,
+                                        resp_len);
         free(text);
         return rc;
     }
     if (strcmp(path, "/healthz") == 0)
-        return http_reply(200, "OK", "text/plain", "ok\n", 3, resp, resp_len);
-    return http_reply(404, "Not Found", "text/plain", "not found\n", 10, resp, resp_len);
+        return veil_reqsrv_http_reply(200, "OK", "text/plain", "ok\n", 3, resp, resp_len);
+    return veil_reqsrv_http_reply(404, "Not Found", "text/plain", "not found\n", 10, resp,
+                                  resp_len);
 }
 
 struct veil_reqsrv *veil_control__status_server(struct veil_control *c, int fd)
 {
-    struct veil_reqsrv_opts o = {http_complete, http_handle, c, HTTP_MAX_REQUEST, 10000};
+    struct veil_reqsrv_opts o = {veil_reqsrv_http_complete, http_handle, c, HTTP_MAX_REQUEST,
+                                 10000};
     return veil_reqsrv_new(c->loop, fd, &o);
 }

@@ -8,6 +8,7 @@
 #include "core/loop.h"
 #include "tls/ca.h"
 #include "tls/spiffe.h"
+#include "tls/h2.h"
 #include "tls/tls.h"
 
 #include <errno.h>
@@ -24,7 +25,6 @@
 
 #define MOD        "push-client"
 #define READ_CHUNK 16384
-#define OUT_HIGH   (64 * 1024)
 #define TIMEOUT_MS 10000
 
 struct pc_stream {
@@ -158,32 +158,19 @@ static void pc_after(struct veil_push_client *pc)
 {
     if (pc->dead || !pc->established || pc->in_recv)
         return;
-    /* Until nghttp2 has nothing more or the socket is full: a socket that
-     * takes all that was queued sends no write event to come back on. */
-    for (;;) {
-        size_t sent = 0;
-        while (veil_tls_out_len(&pc->tls) < OUT_HIGH) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(pc->ng, &data);
-            if (n < 0) {
-                pc_fail(pc, "HTTP/2 error");
-                return;
-            }
-            if (n == 0)
-                break;
-            if (veil_tls_send(&pc->tls, data, (size_t)n) != 0) {
-                pc_fail(pc, "output buffer full");
-                return;
-            }
-            sent += (size_t)n;
-        }
-        if (veil_tls_flush(&pc->tls) != 0) {
-            snprintf(pc->err, sizeof(pc->err), "connection lost: %s", veil_tls_error(&pc->tls));
-            pc_fail(pc, pc->err);
-            return;
-        }
-        if (sent == 0 || veil_tls_out_len(&pc->tls) != 0)
-            break;
+    int rc = veil_tls_h2_flush(&pc->tls, pc->ng);
+    if (rc == -EBADMSG) {
+        pc_fail(pc, "HTTP/2 error");
+        return;
+    }
+    if (rc == -ENOBUFS || rc == -ENOMEM) {
+        pc_fail(pc, "output buffer full");
+        return;
+    }
+    if (rc != 0) {
+        snprintf(pc->err, sizeof(pc->err), "connection lost: %s", veil_tls_error(&pc->tls));
+        pc_fail(pc, pc->err);
+        return;
     }
     if (!nghttp2_session_want_read(pc->ng) && !nghttp2_session_want_write(pc->ng))
         pc_fail(pc, "the server closed the connection (GOAWAY)");

@@ -10,6 +10,7 @@
 #include "core/metrics.h"
 #include "tls/ca.h"
 #include "tls/spiffe.h"
+#include "tls/h2.h"
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
@@ -31,7 +32,6 @@
 
 #define MOD          "push"
 #define READ_CHUNK   16384
-#define OUT_HIGH     (64 * 1024) /* pull frames from nghttp2 while less is queued */
 #define ACCEPT_BATCH 64
 
 enum stat {
@@ -198,38 +198,14 @@ static void h2c_close(struct push_h2c *c)
     veil_loop_defer(srv->loop, &c->free_d, h2c_free_mem);
 }
 
-/* Moves frames from nghttp2 to TLS and TLS to the socket. 0 or -errno. */
-/* Until nghttp2 has nothing more or the socket is full: a socket that takes
- * all that was queued sends no write event to come back on. */
-static int h2c_flush(struct push_h2c *c)
-{
-    for (;;) {
-        size_t sent = 0;
-        while (veil_tls_out_len(&c->tls) < OUT_HIGH) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-            if (n < 0)
-                return -EPROTO;
-            if (n == 0)
-                break;
-            int rc = veil_tls_send(&c->tls, data, (size_t)n);
-            if (rc != 0)
-                return rc;
-            sent += (size_t)n;
-        }
-        int rc = veil_tls_flush(&c->tls);
-        if (rc != 0 || sent == 0 || veil_tls_out_len(&c->tls) != 0)
-            return rc;
-    }
-}
-
 /* Flushes and closes the connection if it failed or is finished. */
 static void h2c_after(struct push_h2c *c)
 {
     if (c->closed || !c->established)
         return;
-    if (h2c_flush(c) != 0 || (!nghttp2_session_want_read(c->ng) &&
-                              !nghttp2_session_want_write(c->ng) && veil_tls_out_len(&c->tls) == 0))
+    if (veil_tls_h2_flush(&c->tls, c->ng) != 0 ||
+        (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
+         veil_tls_out_len(&c->tls) == 0))
         h2c_close(c);
 }
 

@@ -258,3 +258,28 @@ int veil_listen_unix(const char *path, unsigned mode)
     }
     return fd;
 }
+
+size_t veil_reqsrv_http_complete(const char *data, size_t len, int eof)
+{
+    (void)eof;
+    const char *end = memmem(data, len, "\r\n\r\n", 4);
+    return end != NULL ? (size_t)(end - data) + 4 : 0;
+}
+
+int veil_reqsrv_http_reply(int code, const char *reason, const char *type, const char *body,
+                           size_t body_len, char **resp, size_t *resp_len)
+{
+    char head[256];
+    int h = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n",
+                     code, reason, type, body_len);
+    *resp = veil_malloc((size_t)h + body_len + 1);
+    if (*resp == NULL)
+        return -ENOMEM;
+    memcpy(*resp, head, (size_t)h);
+    if (body_len > 0)
+        memcpy(*resp + h, body, body_len);
+    *resp_len = (size_t)h + body_len;
+    return 0;
+}

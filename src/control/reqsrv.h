@@ -40,6 +40,17 @@ void veil_reqsrv_free(struct veil_reqsrv *srv);
 /* Requests refused for size, timeout or a failed read. */
 uint64_t veil_reqsrv_refused(const struct veil_reqsrv *srv);
 
+/* ---- small HTTP/1.1 GET servers on top (status, metrics, readiness) ---- */
+
+/* A veil_reqsrv_opts.complete for HTTP: the request ends at its blank line
+ * (GET only: bodies are not read). */
+size_t veil_reqsrv_http_complete(const char *data, size_t len, int eof);
+
+/* An HTTP/1.1 response with Content-Type and Content-Length that closes the
+ * connection, into *resp (veil_malloc'd) and *resp_len. 0 or -ENOMEM. */
+int veil_reqsrv_http_reply(int code, const char *reason, const char *type, const char *body,
+                           size_t body_len, char **resp, size_t *resp_len);
+
 /* Listening sockets (non-blocking): return the fd or -errno; -EINVAL for an
  * address that is not a numeric IPv4 or IPv6 address. */
 int veil_listen_tcp(const char *addr, uint16_t port, uint16_t *bound_port);

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "l4/pump.h"
+#include "tls/h2.h"
 #include "tls/tls.h"
 
 #include <arpa/inet.h>
@@ -75,37 +76,11 @@ static void h2c_free_mem(struct veil_defer *d)
     veil_free(c);
 }
 
-/* Moves frames from nghttp2 to TLS and TLS to the socket. 0 or -errno. */
-static int h2c_flush(struct hbone_h2c *c)
-{
-    for (;;) {
-        size_t pulled = 0;
-        while (veil_tls_out_len(&c->tls) < HBONE_OUT_HIGH) {
-            const uint8_t *data;
-            ssize_t n = nghttp2_session_mem_send(c->ng, &data);
-            if (n < 0)
-                return -EPROTO;
-            if (n == 0)
-                break;
-            int rc = veil_tls_send(&c->tls, data, (size_t)n);
-            if (rc != 0)
-                return rc;
-            pulled += (size_t)n;
-        }
-        int rc = veil_tls_flush(&c->tls);
-        /* Stop when the socket is full (the io fires when it drains) or
-         * nghttp2 has nothing more; go on while the socket takes it all. */
-        if (rc != 0 || pulled == 0 || veil_tls_out_len(&c->tls) > 0 ||
-            !nghttp2_session_want_write(c->ng))
-            return rc;
-    }
-}
-
 void hbone__after(struct hbone_h2c *c)
 {
     if (c->state != H2C_READY)
         return;
-    if (h2c_flush(c) != 0) {
+    if (veil_tls_h2_flush(&c->tls, c->ng) != 0) {
         hbone__close(c, "connection lost");
         return;
     }
@@ -175,7 +150,7 @@ void hbone__close(struct hbone_h2c *c, const char *reason)
 void hbone__shutdown(struct hbone_h2c *c, const char *reason)
 {
     if (c->state == H2C_READY && nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR) == 0)
-        h2c_flush(c);
+        veil_tls_h2_flush(&c->tls, c->ng);
     hbone__close(c, reason);
 }
 
@@ -640,7 +615,7 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int cod
     return 0;
 }
 
-nghttp2_session_callbacks *hbone__callbacks(void)
+static nghttp2_session_callbacks *session_callbacks(void)
 {
     nghttp2_session_callbacks *cbs;
     if (nghttp2_session_callbacks_new(&cbs) != 0)
@@ -655,7 +630,7 @@ nghttp2_session_callbacks *hbone__callbacks(void)
     return cbs;
 }
 
-nghttp2_option *hbone__options(const struct veil_hbone_limits *lim)
+static nghttp2_option *session_options(const struct veil_hbone_limits *lim)
 {
     nghttp2_option *opt = NULL;
     if (nghttp2_option_new(&opt) != 0)
@@ -667,7 +642,7 @@ nghttp2_option *hbone__options(const struct veil_hbone_limits *lim)
     return opt;
 }
 
-int hbone__settings(struct hbone_h2c *c)
+static int session_settings(struct hbone_h2c *c)
 {
     const nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->lim->max_streams},
@@ -681,5 +656,29 @@ int hbone__settings(struct hbone_h2c *c)
     if (nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0,
                                               (int32_t)c->lim->conn_window) != 0)
         return -ENOMEM;
+    return 0;
+}
+
+int hbone__session_start(struct hbone_h2c *c)
+{
+    nghttp2_session_callbacks *cbs = session_callbacks();
+    nghttp2_option *opt = session_options(c->lim);
+    int rv = -1;
+    if (cbs != NULL && opt != NULL)
+        rv = c->is_server ? nghttp2_session_server_new2(&c->ng, cbs, c, opt)
+                          : nghttp2_session_client_new2(&c->ng, cbs, c, opt);
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0) {
+        c->ng = NULL;
+        snprintf(c->err, sizeof(c->err), "out of memory");
+        return -1;
+    }
+    c->state = H2C_READY;
+    veil_timer_stop(&c->timer);
+    if (session_settings(c) != 0) {
+        snprintf(c->err, sizeof(c->err), "out of memory");
+        return -1;
+    }
     return 0;
 }

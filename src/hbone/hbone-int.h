@@ -16,7 +16,6 @@
 
 #define HBONE_MOD        "hbone"
 #define HBONE_READ_CHUNK 16384
-#define HBONE_OUT_HIGH   (64 * 1024) /* pull frames from nghttp2 while less is queued in TLS */
 #define HBONE_ERR_MAX    160
 
 enum hbone_stat {
@@ -125,10 +124,10 @@ bool hbone__read(struct hbone_h2c *c);
 void hbone__close(struct hbone_h2c *c, const char *reason);
 /* The owner goes away: GOAWAY (best effort) then hbone__close(). */
 void hbone__shutdown(struct hbone_h2c *c, const char *reason);
-/* The callbacks both sides share; the side-specific ones are set by them. */
-nghttp2_session_callbacks *hbone__callbacks(void);
-nghttp2_option *hbone__options(const struct veil_hbone_limits *lim);
-int hbone__settings(struct hbone_h2c *c);
+/* After the handshake: the nghttp2 session of c's side, our SETTINGS and
+ * connection window queued, c READY and its deadline stopped. 0, or -1 with
+ * c->err set. */
+int hbone__session_start(struct hbone_h2c *c);
 void hbone__limits(struct veil_hbone_limits *l, const struct veil_hbone_limits *in);
 /* Starts or stops the idle timer depending on whether streams are open. */
 void hbone__idle_check(struct hbone_h2c *c);

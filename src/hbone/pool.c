@@ -180,22 +180,8 @@ static int h2c_ready(struct hbone_h2c *c)
                  c->server_id);
         return -1;
     }
-    nghttp2_session_callbacks *cbs = hbone__callbacks();
-    nghttp2_option *opt = hbone__options(c->lim);
-    int rv = cbs != NULL && opt != NULL ? nghttp2_session_client_new2(&c->ng, cbs, c, opt) : -1;
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cbs);
-    if (rv != 0) {
-        c->ng = NULL;
-        snprintf(c->err, sizeof(c->err), "out of memory");
+    if (hbone__session_start(c) != 0)
         return -1;
-    }
-    c->state = H2C_READY;
-    veil_timer_stop(&c->timer);
-    if (hbone__settings(c) != 0) {
-        snprintf(c->err, sizeof(c->err), "out of memory");
-        return -1;
-    }
     while (c->pending != NULL) {
         struct veil_hbone_h2s *s = c->pending;
         unqueue(c, s);

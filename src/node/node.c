@@ -591,38 +591,14 @@ static void load_pods(struct veil_node *n)
 
 /* ---- HTTP: metrics, readiness, admin ---- */
 
-static size_t http_complete(const char *data, size_t len, int eof)
-{
-    (void)eof;
-    const char *end = memmem(data, len, "\r\n\r\n", 4);
-    return end != NULL ? (size_t)(end - data) + 4 : 0;
-}
-
-static int http_reply(int code, const char *reason, const char *type, const char *body,
-                      size_t body_len, char **resp, size_t *resp_len)
-{
-    char head[256];
-    int h = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n",
-                     code, reason, type, body_len);
-    *resp = veil_malloc((size_t)h + body_len + 1);
-    if (*resp == NULL)
-        return -ENOMEM;
-    memcpy(*resp, head, (size_t)h);
-    if (body_len > 0)
-        memcpy(*resp + h, body, body_len);
-    *resp_len = (size_t)h + body_len;
-    return 0;
-}
-
 static int http_handle(struct veil_node *n, const char *req, bool admin, char **resp,
                        size_t *resp_len)
 {
     char path[256] = "";
     if (sscanf(req, "GET %255s HTTP/1.", path) != 1) {
         node__refused(n, "bad_http");
-        return http_reply(400, "Bad Request", "text/plain", "GET only\n", 9, resp, resp_len);
+        return veil_reqsrv_http_reply(400, "Bad Request", "text/plain", "GET only\n", 9, resp,
+                                      resp_len);
     }
     if (strcmp(path, "/metrics") == 0 || strcmp(path, "/stats/prometheus") == 0) {
         char *text = NULL;
@@ -630,15 +606,16 @@ static int http_handle(struct veil_node *n, const char *req, bool admin, char **
         node__metrics_sync(n);
         if (veil_metrics_render(n->metrics, &text, &len) != 0)
             return -ENOMEM;
-        int rc = http_reply(200, "OK", "text/plain; version=0.0.4", text, len, resp, resp_len);
+        int rc = veil_reqsrv_http_reply(200, "OK", "text/plain; version=0.0.4", text, len, resp,
+                                        resp_len);
         veil_free(text);
         return rc;
     }
     if (strcmp(path, "/healthz/ready") == 0) {
         if (n->cfg.loaded)
-            return http_reply(200, "OK", "text/plain", "ready\n", 6, resp, resp_len);
-        return http_reply(503, "Service Unavailable", "text/plain", "no configuration yet\n", 21,
-                          resp, resp_len);
+            return veil_reqsrv_http_reply(200, "OK", "text/plain", "ready\n", 6, resp, resp_len);
+        return veil_reqsrv_http_reply(503, "Service Unavailable", "text/plain",
+                                      "no configuration yet\n", 21, resp, resp_len);
     }
     if (admin && strcmp(path, "/config_dump") == 0) {
         char *cfg = NULL;
@@ -654,11 +631,13 @@ static int http_handle(struct veil_node *n, const char *req, bool admin, char **
         json_decref(doc);
         if (text == NULL)
             return -ENOMEM;
-        int rc = http_reply(200, "OK", "application/json", text, strlen(text), resp, resp_len);
+        int rc = veil_reqsrv_http_reply(200, "OK", "application/json", text, strlen(text), resp,
+                                        resp_len);
         free(text);
         return rc;
     }
-    return http_reply(404, "Not Found", "text/plain", "not found\n", 10, resp, resp_len);
+    return veil_reqsrv_http_reply(404, "Not Found", "text/plain", "not found\n", 10, resp,
+                                  resp_len);
 }
 
 static int http_handle_pub(void *ctx, const char *req, size_t len, char **resp, size_t *resp_len)
@@ -681,8 +660,9 @@ static int serve_http(struct veil_node *n, const char *addr, int port, uint16_t 
         VEIL_ERROR(LOG, "cannot listen on %s:%d: %s", addr, port < 0 ? def : port, strerror(-fd));
         return fd;
     }
-    struct veil_reqsrv_opts o = {http_complete, admin ? http_handle_admin : http_handle_pub, n,
-                                 HTTP_MAX_REQUEST, 10000};
+    struct veil_reqsrv_opts o = {veil_reqsrv_http_complete,
+                                 admin ? http_handle_admin : http_handle_pub, n, HTTP_MAX_REQUEST,
+                                 10000};
     *out = veil_reqsrv_new(n->loop, fd, &o);
     if (*out == NULL) {
         close(fd);
