@@ -5,12 +5,15 @@
 B       ?= build
 CC      ?= cc
 PKGS    := yaml-0.1 jansson openssl libnghttp2 libnftables
+# libnftables is not linked: src/capture loads it only while it installs
+# rules (dlopen), so the node proxy does not keep it mapped.
+LINK_PKGS := yaml-0.1 jansson openssl libnghttp2
 VERSION := $(shell cat VERSION)
 OPT     ?= -O2
 
 # Deferred (=) so pkg-config runs after setup has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS))
 
 CFLAGS_ALL = -std=c17 -Wall -Wextra -Werror -D_GNU_SOURCE -g $(OPT) -Isrc \
              -DVEIL_VERSION='"$(VERSION)"' $(SANFLAGS) $(PKG_CFLAGS) $(CFLAGS)

@@ -17,6 +17,8 @@ struct l4_tcp {
     int fd;
     int err;       /* -errno seen on the socket (SO_ERROR), returned by read and write */
     bool hup;      /* both directions are down: io stopped, reads drain what is left */
+    bool rd_empty; /* a read came back short: nothing to read until the io fires */
+    bool wr_full;  /* a write was taken in part: no room until the io fires */
     uint32_t want; /* VEIL_L4_* */
 };
 
@@ -37,10 +39,17 @@ static void tcp_io(struct veil_io *io, uint32_t events)
         /* Error and hang-up are reported whatever we ask for: stop watching so
          * that a user who wants nothing now is not called in a loop. */
         t->hup = true;
+        t->rd_empty = t->wr_full = false;
         veil_io_stop(&t->io);
         veil_l4_end_notify(&t->end, VEIL_L4_READ | VEIL_L4_WRITE);
         return;
     }
+    /* Level-triggered: the io fires while the socket is readable (writable)
+     * and we watch it, so the notes below are forgotten only here. */
+    if (events & VEIL_IO_READ)
+        t->rd_empty = false;
+    if (events & VEIL_IO_WRITE)
+        t->wr_full = false;
     uint32_t ev = ((events & VEIL_IO_READ) ? VEIL_L4_READ : 0) |
                   ((events & VEIL_IO_WRITE) ? VEIL_L4_WRITE : 0);
     if (ev != 0)
@@ -52,14 +61,20 @@ static ssize_t tcp_read(struct veil_l4_end *e, void *buf, size_t n)
     struct l4_tcp *t = VEIL_CONTAINER_OF(e, struct l4_tcp, end);
     if (t->err != 0)
         return t->err;
+    if (t->rd_empty)
+        return -EAGAIN; /* the last read found the socket drained */
     for (;;) {
         ssize_t r = recv(t->fd, buf, n, 0);
+        if (r > 0 && (size_t)r < n && !t->hup) /* after hup the io is stopped */
+            t->rd_empty = true;
         if (r >= 0)
             return r;
         if (errno == EINTR)
             continue;
-        if (errno == EWOULDBLOCK)
+        if (errno == EWOULDBLOCK) {
+            t->rd_empty = !t->hup;
             return -EAGAIN;
+        }
         t->err = -errno;
         return t->err;
     }
@@ -70,14 +85,22 @@ static ssize_t tcp_write(struct veil_l4_end *e, const void *buf, size_t n)
     struct l4_tcp *t = VEIL_CONTAINER_OF(e, struct l4_tcp, end);
     if (t->err != 0)
         return t->err;
+    if (t->wr_full)
+        return -EAGAIN; /* the last write filled the socket */
     for (;;) {
         ssize_t r = send(t->fd, buf, n, MSG_NOSIGNAL);
+        if (r > 0 && (size_t)r < n && !t->hup)
+            t->wr_full = true;
         if (r >= 0)
             return r;
         if (errno == EINTR)
             continue;
-        if (errno == EWOULDBLOCK)
-            return t->hup ? -EPIPE : -EAGAIN;
+        if (errno == EWOULDBLOCK) {
+            if (t->hup)
+                return -EPIPE;
+            t->wr_full = true;
+            return -EAGAIN;
+        }
         t->err = -errno;
         return t->err;
     }

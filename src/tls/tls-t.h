@@ -12,6 +12,12 @@
 
 /* Bytes of TLS output a connection holds while the socket cannot take them. */
 #define VEIL_TLS_OUT_MAX (1024 * 1024)
+/* Plaintext shorter than this is gathered and sealed with what follows (one
+ * record for a burst of small HTTP/2 frames); longer is sealed at once. */
+#define VEIL_TLS_GATHER 4096
+/* What one socket read asks for (OpenSSL reads ahead: several records per
+ * read; the buffer is released while the connection is idle). */
+#define VEIL_TLS_READ_BUF (64 * 1024)
 /* Length of a root pin: SHA-256 of the root certificate's DER, in hex. */
 #define VEIL_TLS_PIN_HEX_LEN 64
 
@@ -57,16 +63,18 @@ struct veil_tls_ctx {
  * callbacks (find the owner with VEIL_CONTAINER_OF(io, ..., tls.io)).
  */
 struct veil_tls_conn {
-    struct veil_io io; /* the owner's callback runs on it */
+    struct veil_io io; /* the owner's callback runs on it (through ours) */
+    veil_io_cb _cb;    /* the owner's callback */
     SSL *_ssl;
     int _fd;
     bool _open; /* set up by veil_tls_conn_init(), not yet closed */
     bool _established;
-    bool _want_write; /* the last SSL call waits for the socket to be writable */
     bool _failed;
-    uint32_t _events;     /* VEIL_IO_* the io watches */
-    const char *_reason;  /* why it failed (OpenSSL's static string), or NULL */
-    struct veil_buf _out; /* plaintext queued for SSL_write */
+    bool _rd_empty;        /* the socket had no more bytes since the io last fired */
+    uint32_t _events;      /* VEIL_IO_* the io watches */
+    const char *_reason;   /* why it failed (OpenSSL's static string), or NULL */
+    struct veil_buf _out;  /* plaintext waiting to be sealed (small, or before the handshake) */
+    struct veil_buf _wire; /* sealed records waiting for the socket */
 };
 
 #endif

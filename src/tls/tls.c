@@ -3,15 +3,18 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/container.h"
 #include "core/loop.h"
 #include "core/sock.h"
 #include "tls/spiffe.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -192,8 +195,9 @@ static int ctx_setup(struct veil_tls_ctx *ctx, const struct veil_tls_ctx_opts *o
     }
     /* RELEASE_BUFFERS: an idle connection gives back its 34 KiB of record
      * buffers (thousands of idle proxies on the push port, pooled tunnels). */
-    SSL_CTX_set_mode(sc, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                             SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(sc, 1);
+    SSL_CTX_set_default_read_buffer_len(sc, VEIL_TLS_READ_BUF);
     SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION);
     if (o->cert_pem != NULL || o->key_pem != NULL) {
         if (o->cert_pem == NULL || o->key_pem == NULL) {
@@ -305,15 +309,131 @@ int veil_tls_cert_pin(const char *pem, char *hex, size_t hexlen)
 
 /* ---- connections ---- */
 
+/*
+ * The socket under OpenSSL is our own BIO: reads go to the socket (OpenSSL
+ * reads ahead, so one recv brings several records), and a short read or
+ * EAGAIN marks the socket empty until the io fires again, so that no read
+ * is tried just to learn that nothing is there. Writes never block: sealed
+ * records gather in _wire and go out in one send per flush.
+ */
+
+static BIO_METHOD *wire_method;
+static pthread_once_t wire_once = PTHREAD_ONCE_INIT;
+
+static int wire_read(BIO *b, char *buf, size_t n, size_t *got)
+{
+    struct veil_tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    *got = 0;
+    for (;;) {
+        ssize_t r = recv(c->_fd, buf, n, 0);
+        if (r > 0) {
+            if ((size_t)r < n)
+                c->_rd_empty = true;
+            *got = (size_t)r;
+            return 1;
+        }
+        if (r == 0) {
+            BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            c->_rd_empty = true;
+            BIO_set_retry_read(b);
+        }
+        return 0;
+    }
+}
+
+static int wire_write(BIO *b, const char *data, size_t n, size_t *put)
+{
+    struct veil_tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    *put = 0;
+    if (veil_buf_append(&c->_wire, data, n) != 0)
+        return 0;
+    *put = n;
+    return 1;
+}
+
+static long wire_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_EOF:
+        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    case BIO_CTRL_WPENDING: {
+        const struct veil_tls_conn *c = BIO_get_data(b);
+        return (long)veil_buf_len(&c->_wire);
+    }
+    default:
+        return 0;
+    }
+}
+
+static int wire_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void wire_method_make(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "veil socket");
+    if (m != NULL &&
+        (BIO_meth_set_read_ex(m, wire_read) != 1 || BIO_meth_set_write_ex(m, wire_write) != 1 ||
+         BIO_meth_set_ctrl(m, wire_ctrl) != 1 || BIO_meth_set_create(m, wire_create) != 1)) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    wire_method = m;
+}
+
+/* Sends what _wire holds until it is empty or the socket is full. */
+static int wire_push(struct veil_tls_conn *c)
+{
+    while (!veil_buf_is_empty(&c->_wire)) {
+        size_t n = veil_buf_len(&c->_wire);
+        ssize_t r = send(c->_fd, veil_buf_data(&c->_wire), n, MSG_NOSIGNAL);
+        if (r > 0) {
+            veil_buf_consume(&c->_wire, (size_t)r);
+            if ((size_t)r < n)
+                break; /* full: the io says when it can take more */
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        c->_failed = true;
+        c->_reason = "connection reset";
+        return -ECONNRESET;
+    }
+    return 0;
+}
+
 static void update_events(struct veil_tls_conn *c)
 {
     if (!veil_io_is_active(&c->io))
         return;
     uint32_t ev = VEIL_IO_READ;
-    if (c->_want_write || !veil_buf_is_empty(&c->_out))
+    if (!veil_buf_is_empty(&c->_wire))
         ev |= VEIL_IO_WRITE;
     if (ev != c->_events && veil_io_modify(&c->io, ev) == 0)
         c->_events = ev;
+}
+
+static void tls_io(struct veil_io *io, uint32_t events)
+{
+    struct veil_tls_conn *c = VEIL_CONTAINER_OF(io, struct veil_tls_conn, io);
+    if (events & (VEIL_IO_READ | VEIL_IO_ERROR))
+        c->_rd_empty = false;
+    c->_cb(io, events);
 }
 
 int veil_tls_conn_init(struct veil_tls_conn *c, struct veil_tls_ctx *ctx, struct veil_loop *loop,
@@ -321,16 +441,21 @@ int veil_tls_conn_init(struct veil_tls_conn *c, struct veil_tls_ctx *ctx, struct
 {
     c->_fd = -1;
     c->_open = false;
+    c->_cb = cb;
     veil_sock_nodelay(fd);
     veil_buf_init(&c->_out, VEIL_TLS_OUT_MAX);
-    c->_ssl = SSL_new(ctx->_ssl_ctx);
-    if (c->_ssl == NULL || SSL_set_fd(c->_ssl, fd) != 1) {
+    veil_buf_init(&c->_wire, 2 * VEIL_TLS_OUT_MAX);
+    pthread_once(&wire_once, wire_method_make);
+    BIO *bio = wire_method != NULL ? BIO_new(wire_method) : NULL;
+    c->_ssl = bio != NULL ? SSL_new(ctx->_ssl_ctx) : NULL;
+    if (c->_ssl == NULL) {
         ERR_clear_error();
-        SSL_free(c->_ssl);
-        c->_ssl = NULL;
+        BIO_free(bio);
         close(fd);
         return -ENOMEM;
     }
+    BIO_set_data(bio, c);
+    SSL_set_bio(c->_ssl, bio, bio);
     if (ctx->_role == VEIL_TLS_SERVER)
         SSL_set_accept_state(c->_ssl);
     else
@@ -338,7 +463,7 @@ int veil_tls_conn_init(struct veil_tls_conn *c, struct veil_tls_ctx *ctx, struct
     c->_fd = fd;
     c->_open = true;
     c->_events = VEIL_IO_READ | VEIL_IO_WRITE;
-    int rc = veil_io_start(loop, &c->io, fd, VEIL_IO_READ | VEIL_IO_WRITE, cb);
+    int rc = veil_io_start(loop, &c->io, fd, VEIL_IO_READ | VEIL_IO_WRITE, tls_io);
     if (rc != 0) {
         veil_tls_conn_close(c);
         return rc;
@@ -361,18 +486,16 @@ void veil_tls_conn_close(struct veil_tls_conn *c)
         c->_fd = -1;
     }
     veil_buf_free(&c->_out);
+    veil_buf_free(&c->_wire);
 }
 
-/* Maps an SSL_get_error() result; sets _want_write for the WANT_* ones. */
+/* Maps an SSL_get_error() result. */
 static int ssl_result(struct veil_tls_conn *c, int ret)
 {
     int e = SSL_get_error(c->_ssl, ret);
     switch (e) {
     case SSL_ERROR_WANT_READ:
-        c->_want_write = false;
-        return -EAGAIN;
     case SSL_ERROR_WANT_WRITE:
-        c->_want_write = true;
         return -EAGAIN;
     case SSL_ERROR_ZERO_RETURN:
         return 0;
@@ -389,6 +512,38 @@ static int ssl_result(struct veil_tls_conn *c, int ret)
     }
 }
 
+/* Seals `n` bytes into records in _wire (the BIO takes everything). */
+static int seal(struct veil_tls_conn *c, const void *data, size_t n)
+{
+    while (n > 0) {
+        int chunk = n > INT_MAX ? INT_MAX : (int)n;
+        ERR_clear_error();
+        int ret = SSL_write(c->_ssl, data, chunk);
+        if (ret <= 0) {
+            int rc = ssl_result(c, ret);
+            ERR_clear_error();
+            if (!c->_failed) {
+                c->_failed = true;
+                c->_reason = "TLS write failed";
+            }
+            return rc == -ECONNRESET ? rc : -EPROTO;
+        }
+        data = (const char *)data + ret;
+        n -= (size_t)ret;
+    }
+    return 0;
+}
+
+/* Seals the gathered plaintext, once the handshake is done. */
+static int seal_out(struct veil_tls_conn *c)
+{
+    if (!c->_established || veil_buf_is_empty(&c->_out))
+        return 0;
+    int rc = seal(c, veil_buf_data(&c->_out), veil_buf_len(&c->_out));
+    veil_buf_consume(&c->_out, veil_buf_len(&c->_out));
+    return rc;
+}
+
 int veil_tls_handshake(struct veil_tls_conn *c, char *err, size_t errlen)
 {
     if (c->_established)
@@ -401,14 +556,21 @@ int veil_tls_handshake(struct veil_tls_conn *c, char *err, size_t errlen)
     int ret = SSL_do_handshake(c->_ssl);
     if (ret == 1) {
         c->_established = true;
-        c->_want_write = false;
+        int rc = seal_out(c);
+        if (rc == 0)
+            rc = wire_push(c);
         update_events(c);
-        return 0;
+        if (rc != 0)
+            fail(err, errlen, "connection lost after the TLS handshake");
+        return rc;
     }
     int rc = ssl_result(c, ret);
     if (rc == -EAGAIN) {
+        rc = wire_push(c);
         update_events(c);
-        return rc;
+        if (rc != 0)
+            fail(err, errlen, "TLS handshake failed: connection reset");
+        return rc != 0 ? rc : -EAGAIN;
     }
     long vr = SSL_get_verify_result(c->_ssl);
     if (vr != X509_V_OK)
@@ -416,6 +578,8 @@ int veil_tls_handshake(struct veil_tls_conn *c, char *err, size_t errlen)
              X509_verify_cert_error_string(vr));
     else
         fail(err, errlen, "TLS handshake failed");
+    /* Our alert, if OpenSSL made one, is worth a try. */
+    wire_push(c);
     return rc == 0 ? -ECONNRESET : rc;
 }
 
@@ -423,15 +587,15 @@ ssize_t veil_tls_read(struct veil_tls_conn *c, void *buf, size_t n)
 {
     if (c->_ssl == NULL || c->_failed)
         return -EPROTO;
+    if (c->_rd_empty && !SSL_has_pending(c->_ssl))
+        return -EAGAIN;
     ERR_clear_error();
     int ret = SSL_read(c->_ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
-    if (ret > 0) {
-        if (c->_want_write) {
-            c->_want_write = false;
-            update_events(c);
-        }
+    /* Reading may have produced records of ours (alerts, key updates). */
+    if (!veil_buf_is_empty(&c->_wire) && wire_push(c) != 0)
+        return -ECONNRESET;
+    if (ret > 0)
         return ret;
-    }
     int rc = ssl_result(c, ret);
     ERR_clear_error();
     update_events(c);
@@ -440,34 +604,26 @@ ssize_t veil_tls_read(struct veil_tls_conn *c, void *buf, size_t n)
 
 int veil_tls_send(struct veil_tls_conn *c, const void *data, size_t n)
 {
-    return veil_buf_append(&c->_out, data, n);
+    if (veil_tls_out_len(c) + n > VEIL_TLS_OUT_MAX)
+        return -ENOBUFS;
+    if (!c->_established || n < VEIL_TLS_GATHER)
+        return veil_buf_append(&c->_out, data, n);
+    int rc = seal_out(c);
+    return rc != 0 ? rc : seal(c, data, n);
 }
 
 size_t veil_tls_out_len(const struct veil_tls_conn *c)
 {
-    return veil_buf_len(&c->_out);
+    return veil_buf_len(&c->_out) + veil_buf_len(&c->_wire);
 }
 
 int veil_tls_flush(struct veil_tls_conn *c)
 {
     if (c->_ssl == NULL || c->_failed)
         return -EPROTO;
-    int rc = 0;
-    c->_want_write = false;
-    while (!veil_buf_is_empty(&c->_out)) {
-        size_t n = veil_buf_len(&c->_out);
-        ERR_clear_error();
-        int ret = SSL_write(c->_ssl, veil_buf_data(&c->_out), n > INT_MAX ? INT_MAX : (int)n);
-        if (ret > 0) {
-            veil_buf_consume(&c->_out, (size_t)ret);
-            continue;
-        }
-        rc = ssl_result(c, ret);
-        ERR_clear_error();
-        if (rc == -EAGAIN || rc == 0)
-            rc = 0;
-        break;
-    }
+    int rc = seal_out(c);
+    if (rc == 0)
+        rc = wire_push(c);
     update_events(c);
     return c->_failed ? (rc != 0 ? rc : -ECONNRESET) : 0;
 }

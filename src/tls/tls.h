@@ -46,8 +46,17 @@ int veil_tls_cert_pin(const char *pem, char *hex, size_t hexlen);
  * Sets up `c` (zeroed by the caller) for `fd`, a connected non-blocking
  * socket that `c` then owns, and starts watching it on `loop` with `cb`.
  * Returns 0 or -errno; on failure fd is closed and `c` is left so that
- * veil_tls_conn_close() is a no-op. The process must ignore SIGPIPE
- * (OpenSSL's socket writes use write(2)).
+ * veil_tls_conn_close() is a no-op. `cb` runs on the io's events (through
+ * the connection's own callback, which first notes that the socket may have
+ * bytes again).
+ *
+ * I/O: OpenSSL reads the socket ahead (up to VEIL_TLS_READ_BUF per recv,
+ * several records), and a short read marks the socket empty until the io
+ * fires again, so veil_tls_read() returns -EAGAIN without a system call when
+ * there is nothing to read. Records are sealed into a buffer of the
+ * connection and sent with one send(MSG_NOSIGNAL) per flush; plaintext
+ * shorter than VEIL_TLS_GATHER is gathered first, so a burst of small frames
+ * becomes one record.
  */
 int veil_tls_conn_init(struct veil_tls_conn *c, struct veil_tls_ctx *ctx, struct veil_loop *loop,
                        int fd, veil_io_cb cb);
@@ -66,7 +75,8 @@ int veil_tls_handshake(struct veil_tls_conn *c, char *err, size_t errlen);
 ssize_t veil_tls_read(struct veil_tls_conn *c, void *buf, size_t n);
 
 /* Queues `n` bytes for sending, all or nothing. 0, -ENOBUFS past
- * VEIL_TLS_OUT_MAX, -ENOMEM. Nothing is sent before veil_tls_flush(). */
+ * VEIL_TLS_OUT_MAX, -ENOMEM, -EPROTO (sealing failed). Nothing is sent
+ * before veil_tls_flush(). */
 int veil_tls_send(struct veil_tls_conn *c, const void *data, size_t n);
 
 /* Bytes queued and not yet taken by the socket. */
