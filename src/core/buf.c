@@ -109,6 +109,12 @@ void veil_buf_reset(struct veil_buf *b)
     b->_len = 0;
 }
 
+void veil_buf_trim(struct veil_buf *b)
+{
+    if (b->_len == 0 && b->_data != NULL)
+        veil_buf_free(b);
+}
+
 int veil_buf_append(struct veil_buf *b, const void *p, size_t n)
 {
     char *dst;

@@ -56,6 +56,12 @@ static inline size_t veil_buf_max(const struct veil_buf *b)
     return b->_max;
 }
 
+/* Bytes allocated now (0 when the buffer holds no memory). */
+static inline size_t veil_buf_alloc_size(const struct veil_buf *b)
+{
+    return b->_cap;
+}
+
 /* How many more bytes the buffer may hold: max - len. */
 static inline size_t veil_buf_space(const struct veil_buf *b)
 {
@@ -100,6 +106,12 @@ void veil_buf_consume(struct veil_buf *b, size_t n);
 
 /* Drops all bytes; keeps the memory. */
 void veil_buf_reset(struct veil_buf *b);
+
+/* Frees the allocation of an empty buffer (its owner is idle and wants to
+ * hold no memory); does nothing to a buffer that holds bytes. For a busy
+ * owner, call it once per batch of work (e.g. when a turn of the L4 pump
+ * ends), not after every consume: the next write allocates again. */
+void veil_buf_trim(struct veil_buf *b);
 
 /*
  * One read(2) from `fd` into the buffer (retried on EINTR). Returns the

@@ -11,6 +11,11 @@
 /* Bytes a pump buffers per direction, at most. */
 #define VEIL_L4_PUMP_BUF (64 * 1024)
 
+/* A direction's buffer exists only while bytes wait in it (it is freed when
+ * a turn of the pump leaves it empty). It is allocated at this size and
+ * grows, up to VEIL_L4_PUMP_BUF, while bytes pile up. */
+#define VEIL_L4_PUMP_CHUNK (16 * 1024)
+
 /* Bytes a pump moves per direction in one turn before it lets the loop run
  * other work (it continues in the same iteration's deferred round). */
 #define VEIL_L4_PUMP_TURN (1024 * 1024)
@@ -77,8 +82,9 @@ struct veil_l4_pump_stats {
     uint64_t b_to_a;        /* bytes read from b and accepted by a */
     size_t buffered_a_to_b; /* held by the pump now (<= VEIL_L4_PUMP_BUF) */
     size_t buffered_b_to_a;
-    int error;        /* 0, or the -errno that ended the pump with an error */
-    char failed_side; /* 0, 'a' or 'b': the end whose op failed */
+    size_t buffer_memory; /* allocated for both directions now; 0 while idle */
+    int error;            /* 0, or the -errno that ended the pump with an error */
+    char failed_side;     /* 0, 'a' or 'b': the end whose op failed */
 };
 
 /* See veil_l4_pump_start(). err is NULL when both directions ended cleanly

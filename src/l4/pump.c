@@ -8,7 +8,10 @@
 
 #include <errno.h>
 
-/* One direction: bytes read from `from` wait in `buf` until `to` takes them. */
+/* One direction: bytes read from `from` wait in `buf` until `to` takes them.
+ * `buf` holds memory only while bytes wait: pump_run() frees it when a turn
+ * leaves it empty (once per turn, not per read), so an idle connection costs
+ * no buffer. */
 struct pump_dir {
     struct veil_l4_end *from, *to;
     struct veil_buf buf;
@@ -22,9 +25,8 @@ struct veil_l4_pump {
     struct pump_dir dir[2]; /* [0] a -> b, [1] b -> a */
     veil_l4_pump_done_cb done_cb;
     void *arg;
-    struct veil_defer again_d; /* start from the loop */
+    struct veil_defer defer_d; /* pump_deferred(): start from the loop, or free once done */
     struct veil_timer again_t; /* continue after a full turn, next iteration */
-    struct veil_defer free_d;
     const char *err;
     int error;
     char failed_side;
@@ -37,12 +39,24 @@ static char side_of(const struct veil_l4_pump *p, const struct veil_l4_end *e)
     return e == p->dir[0].from ? 'a' : 'b';
 }
 
-static void pump_free(struct veil_defer *d)
+static void pump_run(struct veil_l4_pump *p);
+
+static void pump_free(struct veil_l4_pump *p)
 {
-    struct veil_l4_pump *p = VEIL_CONTAINER_OF(d, struct veil_l4_pump, free_d);
     veil_buf_free(&p->dir[0].buf);
     veil_buf_free(&p->dir[1].buf);
     veil_free(p);
+}
+
+/* One deferred function for both uses: a pump finished while its start (or
+ * a continuation) was still queued frees itself when that runs. */
+static void pump_deferred(struct veil_defer *d)
+{
+    struct veil_l4_pump *p = VEIL_CONTAINER_OF(d, struct veil_l4_pump, defer_d);
+    if (p->in_done)
+        pump_free(p);
+    else
+        pump_run(p);
 }
 
 static void pump_finish(struct veil_l4_pump *p, const char *err)
@@ -60,7 +74,7 @@ static void pump_finish(struct veil_l4_pump *p, const char *err)
     p->done_cb(p, err, &st, p->arg);
     a->ops->close(a, err != NULL);
     b->ops->close(b, err != NULL);
-    veil_loop_defer(p->loop, &p->free_d, pump_free);
+    veil_loop_defer(p->loop, &p->defer_d, pump_deferred);
 }
 
 static void pump_fail(struct veil_l4_pump *p, const struct veil_l4_end *e, long rc,
@@ -80,8 +94,13 @@ static long dir_step(struct veil_l4_pump *p, struct pump_dir *d, size_t budget)
         return 0;
     while (!d->eof && veil_buf_space(&d->buf) > 0 && (size_t)progress < budget) {
         char *ptr;
-        size_t avail;
-        int rc = veil_buf_reserve(&d->buf, 1, &ptr, &avail);
+        size_t avail, min = 1;
+        /* An empty buffer starts with a chunk, not with doublings from the
+         * smallest allocation (it was freed at the end of the last turn). */
+        if (veil_buf_is_empty(&d->buf))
+            min = veil_buf_space(&d->buf) < VEIL_L4_PUMP_CHUNK ? veil_buf_space(&d->buf)
+                                                               : VEIL_L4_PUMP_CHUNK;
+        int rc = veil_buf_reserve(&d->buf, min, &ptr, &avail);
         if (rc != 0) {
             pump_fail(p, d->from, rc, "out of memory");
             return -1;
@@ -142,7 +161,6 @@ static void set_interests(struct veil_l4_pump *p)
     }
 }
 
-static void pump_again(struct veil_defer *d);
 static void pump_again_timer(struct veil_timer *t);
 
 static void pump_run(struct veil_l4_pump *p)
@@ -169,17 +187,14 @@ static void pump_run(struct veil_l4_pump *p)
         pump_finish(p, NULL);
         return;
     }
+    veil_buf_trim(&p->dir[0].buf);
+    veil_buf_trim(&p->dir[1].buf);
     set_interests(p);
     /* A full turn: let the other connections of the loop run, and go on in
      * the next iteration (or at the end of this one, without memory). */
     if ((moved[0] >= VEIL_L4_PUMP_TURN || moved[1] >= VEIL_L4_PUMP_TURN) &&
         veil_timer_start(p->loop, &p->again_t, 0, 0, pump_again_timer) != 0)
-        veil_loop_defer(p->loop, &p->again_d, pump_again);
-}
-
-static void pump_again(struct veil_defer *d)
-{
-    pump_run(VEIL_CONTAINER_OF(d, struct veil_l4_pump, again_d));
+        veil_loop_defer(p->loop, &p->defer_d, pump_deferred);
 }
 
 static void pump_again_timer(struct veil_timer *t)
@@ -215,7 +230,7 @@ struct veil_l4_pump *veil_l4_pump_start(struct veil_loop *loop, struct veil_l4_e
     veil_l4_end_bind(a, pump_notify, p);
     veil_l4_end_bind(b, pump_notify, p);
     /* Start from the loop, so that done_cb never runs inside this call. */
-    veil_loop_defer(loop, &p->again_d, pump_again);
+    veil_loop_defer(loop, &p->defer_d, pump_deferred);
     return p;
 }
 
@@ -234,6 +249,7 @@ void veil_l4_pump_stats(const struct veil_l4_pump *p, struct veil_l4_pump_stats 
         .b_to_a = p->dir[1].bytes,
         .buffered_a_to_b = veil_buf_len(&p->dir[0].buf),
         .buffered_b_to_a = veil_buf_len(&p->dir[1].buf),
+        .buffer_memory = veil_buf_alloc_size(&p->dir[0].buf) + veil_buf_alloc_size(&p->dir[1].buf),
         .error = p->error,
         .failed_side = p->failed_side,
     };

@@ -21,7 +21,8 @@
  *
  * The pump: bounded buffering (VEIL_L4_PUMP_BUF per direction): while one
  * side cannot take bytes, the other is not read (TCP's window or HTTP/2 flow
- * control pushes back on the sender). A direction ends when its source
+ * control pushes back on the sender). A direction holds a buffer only while
+ * bytes wait in it: an idle pump holds no buffer memory. A direction ends when its source
  * reports EOF and the buffered bytes were accepted by the destination, which
  * is then half-closed (shutdown_write). The pump is done when both directions
  * ended (err NULL), when an op fails (err names it), or on

@@ -5,6 +5,7 @@
 #include "core/loop-t.h"
 #include "node/config-t.h"
 #include "node/node.h"
+#include "node/strtab-t.h"
 
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -132,6 +133,13 @@ struct veil_node {
     struct veil_node_hbone_totals {
         uint64_t handshake, proto, bad_req, conns, mismatch;
     } hb_gone, hb_reported[2]; /* servers freed; reported so far (server, pool) */
+    /* connections (proxy.c): their names, how many live, the most since
+     * the last malloc_trim; the trim after many closed (then a follow-up,
+     * once their HBONE connections closed for idleness) */
+    struct veil_node_strtab strs;
+    size_t nconns, conns_peak;
+    struct veil_timer trim_timer;
+    bool trim_followup;
     bool stopping;
 };
 

@@ -15,6 +15,7 @@
 #include "hbone/hbone.h"
 #include "node/authz.h"
 #include "node/config.h"
+#include "node/strtab.h"
 #include "tls/spiffe.h"
 
 #include <errno.h>
@@ -821,6 +822,7 @@ static void stop(struct veil_node *n)
     n->pc = NULL;
     veil_timer_stop(&n->reconnect);
     veil_timer_stop(&n->renew_node);
+    veil_timer_stop(&n->trim_timer);
     if (n->rejoin != NULL) { /* its result is dropped when the loop is freed */
         pthread_join(n->rejoin->th, NULL);
         n->rejoin->joined = true;
@@ -868,6 +870,7 @@ out:
     veil_node_cfg_free(&n->cfg);
     veil_authz_free(n->authz);
     veil_loop_free(n->loop);
+    veil_node_strtab_free(&n->strs); /* after the loop: the last connections end in stop() */
     veil_metrics_free(n->metrics);
     free_identity(n);
     veil_free(n);

@@ -17,10 +17,12 @@
 #include "l4/pump.h"
 #include "node/authz.h"
 #include "node/config.h"
+#include "node/strtab.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,7 +32,13 @@
 
 #define CERT_WAIT_MS       10000
 #define CONNECT_TIMEOUT_MS 10000
-#define NAME_MAX_          256
+#define NAME_MAX_          512
+/* After this many connections closed (and at least half of the peak), the
+ * freed memory goes back to the system once the burst is over, and again
+ * once the HBONE connections that carried them closed for idleness. */
+#define TRIM_MIN_DROP    1000
+#define TRIM_DELAY_MS    2000
+#define TRIM_FOLLOWUP_MS (VEIL_HBONE_IDLE_MS + 5000)
 
 enum conn_kind { OUT_MESH, OUT_PASS, IN_HBONE, IN_PLAIN };
 enum conn_state { ST_WAIT_CERT, ST_DIALING, ST_CONNECTING, ST_PUMPING, ST_DONE };
@@ -43,18 +51,20 @@ struct veil_node_conn {
     enum conn_kind kind;
     enum conn_state state;
     int app_fd;                 /* accepted socket, until handed to a pump */
-    struct veil_hbone_h2s *h2s; /* dial in flight (outbound) or CONNECT to answer (inbound) */
     int up_fd;                  /* upstream TCP socket while connecting */
+    struct veil_hbone_h2s *h2s; /* dial in flight (outbound) or CONNECT to answer (inbound) */
     struct veil_io up_io;
     struct veil_timer timer;
     struct veil_l4_pump *pump;
     struct veil_defer free_d;
     struct sockaddr_in src, dst; /* client and the address actually dialled */
     uint16_t dst_port;           /* the destination port the policy sees */
-    char authority[VEIL_HBONE_AUTHORITY_MAX];
-    char src_wl[NAME_MAX_], src_ns[NAME_MAX_], src_principal[320];
-    char dst_wl[NAME_MAX_], dst_ns[NAME_MAX_], dst_principal[320], dst_service[NAME_MAX_];
-    const char *flags, *reason;
+    bool oom;                    /* a name could not be interned */
+    /* Names for the access log and the metric labels, interned in the
+     * node's string table (set_name()); NULL: none ("unknown"). */
+    const char *src_wl, *src_ns, *src_principal;
+    const char *dst_wl, *dst_ns, *dst_principal, *dst_service;
+    const char *flags, *reason; /* static strings */
     uint64_t start_wall_ms, start_mono_ms;
 };
 
@@ -74,20 +84,44 @@ static void fmt_addr(const struct sockaddr_in *a, char *buf, size_t n)
     snprintf(buf, n, "%s:%u", ip, ntohs(a->sin_port));
 }
 
-static void copy(char *dst, size_t n, const char *src)
+static const char *str(const char *s)
 {
-    snprintf(dst, n, "%s", src != NULL ? src : "");
+    return s != NULL ? s : "";
+}
+
+/* Sets one of c's names to the `len` bytes at `s` (NULL or empty: none). */
+static void set_name(struct veil_node_conn *c, const char **name, const char *s, size_t len)
+{
+    struct veil_node_strtab *t = &c->node->strs;
+    veil_node_strtab_put(t, *name);
+    *name = NULL;
+    if (s != NULL && len > 0 && (*name = veil_node_strtab_get(t, s, len)) == NULL)
+        c->oom = true;
+}
+
+static void set_str(struct veil_node_conn *c, const char **name, const char *s)
+{
+    set_name(c, name, s, s != NULL ? strlen(s) : 0);
 }
 
 /* "Workload/ns/name" -> ns, name. */
-static void split_key(const char *key, char *ns, size_t nsn, char *name, size_t namen)
+static void set_from_key(struct veil_node_conn *c, const char **ns, const char **name,
+                         const char *key)
 {
     const char *a = key != NULL ? strchr(key, '/') : NULL;
     const char *b = a != NULL ? strchr(a + 1, '/') : NULL;
     if (b == NULL)
         return;
-    snprintf(ns, nsn, "%.*s", (int)(b - a - 1), a + 1);
-    copy(name, namen, b + 1);
+    set_name(c, ns, a + 1, (size_t)(b - a - 1));
+    set_str(c, name, b + 1);
+}
+
+static void names_put(struct veil_node_conn *c)
+{
+    const char **names[] = {&c->src_wl, &c->src_ns,        &c->src_principal, &c->dst_wl,
+                            &c->dst_ns, &c->dst_principal, &c->dst_service};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        set_name(c, names[i], NULL, 0);
 }
 
 static bool is_proxy_port(uint16_t port)
@@ -109,7 +143,36 @@ static struct veil_node_conn *conn_new(struct veil_node_pod *p, enum conn_kind k
     c->start_wall_ms = wall_ms();
     c->start_mono_ms = veil_now_ms();
     node__list_add(&p->conns, &c->link);
+    struct veil_node *n = p->node;
+    if (++n->nconns > n->conns_peak)
+        n->conns_peak = n->nconns;
     return c;
+}
+
+static void trim_cb(struct veil_timer *t)
+{
+    struct veil_node *n = VEIL_CONTAINER_OF(t, struct veil_node, trim_timer);
+    malloc_trim(0);
+    n->conns_peak = n->nconns;
+    /* The HBONE connections that carried them close once idle: once more
+     * after that. */
+    if (!n->trim_followup) {
+        n->trim_followup = true;
+        veil_timer_start(n->loop, t, TRIM_FOLLOWUP_MS, 0, trim_cb);
+    }
+}
+
+/* malloc keeps what many closed connections freed: once a large part of
+ * them is gone, give it back to the system, from a timer (not per close). */
+static void conns_dropped(struct veil_node *n)
+{
+    n->nconns--;
+    if (n->conns_peak - n->nconns < TRIM_MIN_DROP || n->nconns > n->conns_peak / 2 ||
+        (veil_timer_is_active(&n->trim_timer) && !n->trim_followup))
+        return;
+    n->trim_followup = false;
+    veil_timer_stop(&n->trim_timer);
+    veil_timer_start(n->loop, &n->trim_timer, TRIM_DELAY_MS, 0, trim_cb);
 }
 
 static void conn_free_d(struct veil_defer *d)
@@ -161,10 +224,12 @@ static void conn_finish(struct veil_node_conn *c, uint64_t request_bytes, uint64
     int l = veil_node_access_log_line(&info, line, sizeof(line));
     if (l > 0)
         veil_write_all(STDERR_FILENO, line, (size_t)l);
+    names_put(c);
     node__list_del(&c->link);
     node__list_del(&c->wait_link);
     veil_timer_stop(&c->timer);
     c->state = ST_DONE;
+    conns_dropped(n);
     veil_loop_defer(n->loop, &c->free_d, conn_free_d);
 }
 
@@ -233,7 +298,7 @@ static enum veil_authz_verdict authorize(struct veil_node_conn *c, char *policy,
         .dst_labels = {labels != NULL ? veil_authz_json_label : NULL, labels},
         .dst_port = c->dst_port,
         .dst_ip = {.family = AF_INET, .u.v4 = p->addr},
-        .src_principal = c->kind == IN_HBONE ? c->src_principal : NULL,
+        .src_principal = c->kind == IN_HBONE ? str(c->src_principal) : NULL,
         .src_ip = {.family = AF_INET, .u.v4 = c->src.sin_addr},
     };
     return veil_authz_check(c->node->authz, &req, policy, cap);
@@ -391,7 +456,9 @@ static void dial_cb(struct veil_hbone_h2s *h2s, int status, const char *err, voi
     struct veil_node_conn *c = arg;
     c->h2s = NULL;
     if (status != 200) {
-        VEIL_DEBUG(LOG, "HBONE to %s for %s: %d %s", c->authority, c->src_principal, status,
+        char dst[64];
+        fmt_addr(&c->dst, dst, sizeof(dst));
+        VEIL_DEBUG(LOG, "HBONE to %s for %s: %d %s", dst, str(c->src_principal), status,
                    err != NULL ? err : "");
         conn_fail(c, status == 401 || status == 403 ? "DENY" : "UF",
                   status == 401 || status == 403 ? "denied by the destination"
@@ -414,20 +481,21 @@ static void dial_cb(struct veil_hbone_h2s *h2s, int status, const char *err, voi
 static void dial(struct veil_node_conn *c)
 {
     struct veil_node_pod *p = c->pod;
-    char key[600];
+    char key[600], authority[VEIL_HBONE_AUTHORITY_MAX];
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &c->dst.sin_addr, ip, sizeof(ip));
     /* The pod's address in the key: one pod's h2c never carries another's. */
     snprintf(key, sizeof(key), "%s|%s|%p|%s", p->ident->id, p->addr_str, (void *)p, ip);
     struct sockaddr_in hb = c->dst;
     hb.sin_port = htons(VEIL_PORT_HBONE);
+    veil_hbone_format_authority((struct sockaddr *)&c->dst, authority, sizeof(authority));
     struct veil_hbone_dial d = {
         .key = key,
         .tls = p->ident->client_ctx,
         .dst = (struct sockaddr *)&hb,
         .dst_len = sizeof(hb),
-        .authority = c->authority,
-        .server_id = c->dst_principal,
+        .authority = authority,
+        .server_id = str(c->dst_principal),
         .make_socket = make_socket,
         .make_socket_arg = p,
     };
@@ -457,43 +525,44 @@ void node__ident_waiters_run(struct veil_node_ident *id, const char *err)
     }
 }
 
-/* Where an outbound connection goes: fills dst, authority and the
- * destination's labels. Returns the kind (OUT_MESH or OUT_PASS), or -1
+/* Where an outbound connection goes: fills dst and the destination's
+ * names. Returns the kind (OUT_MESH or OUT_PASS), or -1
  * when a service has no endpoint for the port. */
 static int route(struct veil_node_conn *c, const struct sockaddr_in *orig)
 {
     struct veil_node *n = c->node;
     uint16_t port = ntohs(orig->sin_port), target = port;
     struct veil_node_svc *svc = veil_node_cfg_svc_by_vip(&n->cfg, orig->sin_addr);
+    char name[NAME_MAX_];
     c->dst = *orig;
     if (svc != NULL) {
-        snprintf(c->dst_service, sizeof(c->dst_service), "%s.%s.svc.cluster.local", svc->name,
-                 svc->ns);
+        snprintf(name, sizeof(name), "%s.%s.svc.cluster.local", svc->name, svc->ns);
+        set_str(c, &c->dst_service, name);
         const struct veil_node_ep *ep = veil_node_svc_pick(svc, port, &target);
         if (ep == NULL)
             return -1;
         c->dst.sin_addr = ep->addr;
         c->dst.sin_port = htons(target);
-        copy(c->dst_principal, sizeof(c->dst_principal), ep->identity);
-        split_key(ep->workload, c->dst_ns, sizeof(c->dst_ns), c->dst_wl, sizeof(c->dst_wl));
+        set_str(c, &c->dst_principal, ep->identity);
+        set_from_key(c, &c->dst_ns, &c->dst_wl, ep->workload);
     } else {
         const struct veil_node_wl *wl = veil_node_cfg_wl_by_ip(&n->cfg, orig->sin_addr);
         const struct veil_node_ep *ep =
             wl == NULL ? veil_node_cfg_ep_by_ip(&n->cfg, orig->sin_addr) : NULL;
-        inet_ntop(AF_INET, &orig->sin_addr, c->dst_service, sizeof(c->dst_service));
+        inet_ntop(AF_INET, &orig->sin_addr, name, sizeof(name));
+        set_str(c, &c->dst_service, name);
         if (wl != NULL) {
-            copy(c->dst_principal, sizeof(c->dst_principal), wl->identity);
-            copy(c->dst_ns, sizeof(c->dst_ns), wl->ns);
-            copy(c->dst_wl, sizeof(c->dst_wl), wl->name);
+            set_str(c, &c->dst_principal, wl->identity);
+            set_str(c, &c->dst_ns, wl->ns);
+            set_str(c, &c->dst_wl, wl->name);
         } else if (ep != NULL) {
-            copy(c->dst_principal, sizeof(c->dst_principal), ep->identity);
-            split_key(ep->workload, c->dst_ns, sizeof(c->dst_ns), c->dst_wl, sizeof(c->dst_wl));
+            set_str(c, &c->dst_principal, ep->identity);
+            set_from_key(c, &c->dst_ns, &c->dst_wl, ep->workload);
         } else {
             return OUT_PASS;
         }
     }
     c->dst_port = ntohs(c->dst.sin_port);
-    veil_hbone_format_authority((struct sockaddr *)&c->dst, c->authority, sizeof(c->authority));
     return OUT_MESH;
 }
 
@@ -509,9 +578,9 @@ void node__outbound_accept(struct veil_node_pod *p, int fd)
     }
     c->app_fd = fd;
     getpeername(fd, (struct sockaddr *)&c->src, &sl);
-    copy(c->src_wl, sizeof(c->src_wl), p->name);
-    copy(c->src_ns, sizeof(c->src_ns), p->ns);
-    copy(c->src_principal, sizeof(c->src_principal), p->ident->id);
+    set_str(c, &c->src_wl, p->name);
+    set_str(c, &c->src_ns, p->ns);
+    set_str(c, &c->src_principal, p->ident->id);
     if (veil_capture_original_dst(fd, &orig) != 0 || orig.ss_family != AF_INET) {
         node__refused(n, "no_original_destination");
         conn_fail(c, "NR", "no original destination");
@@ -522,9 +591,12 @@ void node__outbound_accept(struct veil_node_pod *p, int fd)
         conn_fail(c, "UH", "no endpoint for the service port");
         return;
     }
+    if (c->oom) {
+        conn_fail(c, "-", "out of memory");
+        return;
+    }
     c->kind = (enum conn_kind)kind;
     if (c->kind == OUT_PASS) {
-        c->dst_principal[0] = '\0';
         up_connect(c, false);
         return;
     }
@@ -545,13 +617,16 @@ static void inbound_source(struct veil_node_conn *c)
     const struct veil_node_wl *wl = veil_node_cfg_wl_by_ip(&c->node->cfg, c->src.sin_addr);
     const struct veil_node_ep *ep =
         wl == NULL ? veil_node_cfg_ep_by_ip(&c->node->cfg, c->src.sin_addr) : NULL;
+    char ns[NAME_MAX_];
     if (wl != NULL) {
-        copy(c->src_wl, sizeof(c->src_wl), wl->name);
-        copy(c->src_ns, sizeof(c->src_ns), wl->ns);
-    } else if (ep != NULL && (c->kind == IN_PLAIN || strcmp(ep->identity, c->src_principal) == 0)) {
-        split_key(ep->workload, c->src_ns, sizeof(c->src_ns), c->src_wl, sizeof(c->src_wl));
-    } else if (c->src_principal[0] != '\0') {
-        veil_authz_principal_ns(c->src_principal, c->src_ns, sizeof(c->src_ns));
+        set_str(c, &c->src_wl, wl->name);
+        set_str(c, &c->src_ns, wl->ns);
+    } else if (ep != NULL &&
+               (c->kind == IN_PLAIN || strcmp(ep->identity, str(c->src_principal)) == 0)) {
+        set_from_key(c, &c->src_ns, &c->src_wl, ep->workload);
+    } else if (c->src_principal != NULL &&
+               veil_authz_principal_ns(c->src_principal, ns, sizeof(ns)) == 0) {
+        set_str(c, &c->src_ns, ns);
     }
 }
 
@@ -566,8 +641,9 @@ static int svc_of_target(void *arg, const struct veil_node_item *it)
                            j < s->eps[i].nports;
              j++)
             if (s->eps[i].ports[j].target == c->dst_port) {
-                snprintf(c->dst_service, sizeof(c->dst_service), "%s.%s.svc.cluster.local", s->name,
-                         s->ns);
+                char name[NAME_MAX_];
+                snprintf(name, sizeof(name), "%s.%s.svc.cluster.local", s->name, s->ns);
+                set_str(c, &c->dst_service, name);
                 return 1;
             }
     return 0;
@@ -576,11 +652,14 @@ static int svc_of_target(void *arg, const struct veil_node_item *it)
 static void inbound_destination(struct veil_node_conn *c)
 {
     struct veil_node_pod *p = c->pod;
-    copy(c->dst_wl, sizeof(c->dst_wl), p->name);
-    copy(c->dst_ns, sizeof(c->dst_ns), p->ns);
-    copy(c->dst_principal, sizeof(c->dst_principal), p->ident->id);
-    if (veil_node_cfg_each(&c->node->cfg, svc_of_target, c) == 0)
-        fmt_addr(&c->dst, c->dst_service, sizeof(c->dst_service));
+    set_str(c, &c->dst_wl, p->name);
+    set_str(c, &c->dst_ns, p->ns);
+    set_str(c, &c->dst_principal, p->ident->id);
+    if (veil_node_cfg_each(&c->node->cfg, svc_of_target, c) == 0) {
+        char addr[64];
+        fmt_addr(&c->dst, addr, sizeof(addr));
+        set_str(c, &c->dst_service, addr);
+    }
 }
 
 static void on_connect(struct veil_hbone_h2s *h2s, const struct veil_hbone_connect_info *info,
@@ -594,7 +673,7 @@ static void on_connect(struct veil_hbone_h2s *h2s, const struct veil_hbone_conne
         return;
     }
     c->h2s = h2s;
-    copy(c->src_principal, sizeof(c->src_principal), info->peer_id);
+    set_str(c, &c->src_principal, info->peer_id);
     if (info->peer != NULL && info->peer->sa_family == AF_INET)
         memcpy(&c->src, info->peer, sizeof(c->src));
     if (info->dst->sa_family == AF_INET)
@@ -602,11 +681,15 @@ static void on_connect(struct veil_hbone_h2s *h2s, const struct veil_hbone_conne
     c->dst_port = ntohs(c->dst.sin_port);
     inbound_source(c);
     inbound_destination(c);
+    if (c->oom) {
+        conn_fail(c, "-", "out of memory");
+        return;
+    }
     if (info->dst->sa_family != AF_INET || c->dst.sin_addr.s_addr != p->addr.s_addr ||
         is_proxy_port(c->dst_port)) {
         node__refused(n, "bad_destination");
         VEIL_WARN(LOG, "pod %s/%s: refused CONNECT %s from %s: not this pod's application port",
-                  p->ns, p->name, info->authority, c->src_principal);
+                  p->ns, p->name, info->authority, str(c->src_principal));
         c->reason = "destination is not this pod's application port";
         c->flags = "NR";
         veil_hbone_h2s_respond(c->h2s, 400);
@@ -617,7 +700,7 @@ static void on_connect(struct veil_hbone_h2s *h2s, const struct veil_hbone_conne
     char policy[VEIL_AUTHZ_NAME_MAX] = "";
     if (authorize(c, policy, sizeof(policy)) == VEIL_AUTHZ_DENY) {
         node__refused(n, "authz_denied");
-        VEIL_INFO(LOG, "pod %s/%s: %s -> port %u denied%s%s", p->ns, p->name, c->src_principal,
+        VEIL_INFO(LOG, "pod %s/%s: %s -> port %u denied%s%s", p->ns, p->name, str(c->src_principal),
                   c->dst_port, policy[0] ? " by " : "", policy);
         conn_fail(c, "DENY", "denied by policy");
         return;
@@ -650,6 +733,10 @@ void node__inbound_accept(struct veil_node_pod *p, int fd)
     c->dst_port = ntohs(c->dst.sin_port);
     inbound_source(c);
     inbound_destination(c);
+    if (c->oom) {
+        conn_fail(c, "-", "out of memory");
+        return;
+    }
     if (c->dst.sin_addr.s_addr != p->addr.s_addr || is_proxy_port(c->dst_port)) {
         node__refused(n, "bad_destination");
         conn_fail(c, "NR", "destination is not this pod's application port");

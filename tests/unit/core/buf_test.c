@@ -172,6 +172,42 @@ static void test_no_alloc_when_room(void **state)
     veil_buf_free(&b);
 }
 
+/* trim frees only an empty buffer's memory; the buffer stays usable. */
+static void test_trim(void **state)
+{
+    (void)state;
+    struct veil_buf b;
+    char in[1000];
+    fill(in, sizeof(in), 2);
+    veil_buf_init(&b, 64 * 1024);
+    veil_buf_trim(&b); /* nothing allocated: a no-op */
+    assert_int_equal(veil_buf_alloc_size(&b), 0);
+
+    assert_int_equal(veil_buf_append(&b, in, 1000), 0);
+    assert_int_equal(veil_buf_alloc_size(&b), 1024);
+    veil_buf_consume(&b, 999);
+    veil_buf_trim(&b); /* one byte held: kept */
+    assert_int_equal(veil_buf_alloc_size(&b), 1024);
+    assert_int_equal(veil_buf_len(&b), 1);
+    assert_memory_equal(veil_buf_data(&b), in + 999, 1);
+
+    /* Drained at the bound: consume keeps it (not over VEIL_BUF_KEEP_MAX),
+     * trim frees it. */
+    veil_buf_consume(&b, 1);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(veil_buf_append(&b, in, 1000), 0);
+    veil_buf_consume(&b, veil_buf_len(&b));
+    assert_int_equal(veil_buf_alloc_size(&b), 64 * 1024);
+    veil_buf_trim(&b);
+    assert_null(b._data);
+    assert_int_equal(veil_buf_alloc_size(&b), 0);
+    assert_int_equal(veil_buf_max(&b), 64 * 1024);
+
+    assert_int_equal(veil_buf_append(&b, in, 10), 0);
+    assert_memory_equal(veil_buf_data(&b), in, 10);
+    veil_buf_free(&b);
+}
+
 static void test_enomem(void **state)
 {
     (void)state;
@@ -321,6 +357,7 @@ int main(void)
         cmocka_unit_test(test_compaction),
         cmocka_unit_test(test_no_alloc_when_room),
         cmocka_unit_test(test_enomem),
+        cmocka_unit_test(test_trim),
         cmocka_unit_test(test_read_fd_until_full),
         cmocka_unit_test(test_write_fd),
         cmocka_unit_test(test_pump_pipe_to_pipe),

@@ -289,6 +289,7 @@ static void on_resume(struct veil_timer *tm)
     assert_non_null(t->pump);
     veil_l4_pump_stats(t->pump, &st);
     assert_true(st.buffered_a_to_b <= VEIL_L4_PUMP_BUF);
+    assert_true(st.buffer_memory > 0 && st.buffer_memory <= VEIL_L4_PUMP_BUF);
     /* Not everything got through: the sender is held back. */
     assert_true(st.a_to_b + st.buffered_a_to_b < t->p[0].to_send);
     assert_true(t->p[0].sent < t->p[0].to_send);
@@ -326,6 +327,40 @@ static void pump_backpressure(void **state)
     assert_int_equal(t.p[1].received, t.p[0].to_send);
     assert_int_equal(t.st.a_to_b, t.p[0].to_send);
     assert_false(t.p[1].bad);
+    teardown_test(&t);
+}
+
+/* Once bursts larger than the bound went through both ways and the
+ * connection is idle, the pump holds no buffer memory. */
+static void check_idle(struct veil_timer *tm)
+{
+    struct test *t = VEIL_CONTAINER_OF(tm, struct test, resume);
+    if (t->p[1].received < t->p[0].to_send || t->p[0].received < t->p[1].to_send) {
+        veil_timer_start(t->loop, &t->resume, 5, 0, check_idle);
+        return;
+    }
+    struct veil_l4_pump_stats st;
+    veil_l4_pump_stats(t->pump, &st);
+    assert_int_equal(st.buffered_a_to_b + st.buffered_b_to_a, 0);
+    assert_int_equal(st.buffer_memory, 0);
+    assert_int_equal(st.a_to_b, t->p[0].to_send);
+    assert_int_equal(st.b_to_a, t->p[1].to_send);
+    veil_l4_pump_abort(t->pump, "test over");
+}
+
+static void pump_idle_holds_no_buffer(void **state)
+{
+    (void)state;
+    struct test t;
+    setup_test(&t);
+    t.p[0].to_send = 3 * VEIL_L4_PUMP_BUF + 1;
+    t.p[1].to_send = 2 * VEIL_L4_PUMP_BUF + 7;
+    start_peers(&t);
+    assert_int_equal(veil_timer_start(t.loop, &t.resume, 5, 0, check_idle), 0);
+    run(&t);
+    assert_true(t.done);
+    assert_string_equal(t.err, "test over");
+    assert_false(t.p[0].bad || t.p[1].bad);
     teardown_test(&t);
 }
 
@@ -415,6 +450,7 @@ int main(void)
         cmocka_unit_test(pump_both_ways_with_half_close),
         cmocka_unit_test(pump_reply_after_half_close),
         cmocka_unit_test(pump_backpressure),
+        cmocka_unit_test(pump_idle_holds_no_buffer),
         cmocka_unit_test(pump_reset_propagates),
         cmocka_unit_test(pump_abort),
         cmocka_unit_test(pump_alloc_failures),
