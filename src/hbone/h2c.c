@@ -123,7 +123,7 @@ bool hbone__read(struct hbone_h2c *c)
     }
 }
 
-static void h2s_detach(struct veil_hbone_h2s *s, int err, const char *reason);
+static void h2s_detach(struct veil_hbone_h2s *s, int err, const char *reason, bool reason_static);
 
 void hbone__close(struct hbone_h2c *c, const char *reason)
 {
@@ -134,8 +134,9 @@ void hbone__close(struct hbone_h2c *c, const char *reason)
     VEIL_DEBUG(HBONE_MOD, "%s: closing: %s", c->name, c->err);
     c->state = H2C_DEAD;
     veil_timer_stop(&c->timer);
+    veil_timer_stop(&c->trim_t);
     while (c->streams != NULL)
-        h2s_detach(c->streams, -ECONNRESET, c->err);
+        h2s_detach(c->streams, -ECONNRESET, c->err, false);
     if (c->is_server)
         hbone__server_closed(c);
     else
@@ -189,23 +190,23 @@ void hbone__deadline(struct hbone_h2c *c)
 
 /* ---- streams ---- */
 
-static void h2s_free_mem(struct veil_defer *d)
+static void h2s_free_mem(struct veil_hbone_h2s *s)
 {
-    struct veil_hbone_h2s *s = VEIL_CONTAINER_OF(d, struct veil_hbone_h2s, free_d);
     veil_buf_free(&s->in);
     veil_buf_free(&s->out);
+    veil_free(s->authority);
+    if (s->reason_owned)
+        veil_free((char *)s->reason);
     veil_free(s);
 }
 
-static void h2s_maybe_free(struct veil_hbone_h2s *s)
+static void h2s_deferred(struct veil_defer *d)
 {
-    if (!s->app && !s->attached && !s->queued)
-        veil_loop_defer(s->loop, &s->free_d, h2s_free_mem);
-}
-
-static void h2s_dispatch(struct veil_defer *d)
-{
-    struct veil_hbone_h2s *s = VEIL_CONTAINER_OF(d, struct veil_hbone_h2s, notify_d);
+    struct veil_hbone_h2s *s = VEIL_CONTAINER_OF(d, struct veil_hbone_h2s, defer_d);
+    if (s->dead) {
+        h2s_free_mem(s);
+        return;
+    }
     if (!s->app)
         return;
     if (s->phase == H2S_CONNECT) {
@@ -219,12 +220,20 @@ static void h2s_dispatch(struct veil_defer *d)
     }
 }
 
+static void h2s_maybe_free(struct veil_hbone_h2s *s)
+{
+    if (!s->app && !s->attached && !s->queued) {
+        s->dead = true; /* if defer_d is queued already, it frees */
+        veil_loop_defer(s->loop, &s->defer_d, h2s_deferred);
+    }
+}
+
 void hbone__h2s_queue(struct veil_hbone_h2s *s, uint32_t ev)
 {
     if (!s->app)
         return;
-    s->pending |= ev;
-    veil_loop_defer(s->loop, &s->notify_d, h2s_dispatch);
+    s->pending |= (uint8_t)ev;
+    veil_loop_defer(s->loop, &s->defer_d, h2s_deferred);
 }
 
 struct veil_hbone_h2s *hbone__h2s_new(struct veil_loop *loop, const struct veil_hbone_limits *lim)
@@ -254,8 +263,43 @@ void hbone__h2s_attach(struct hbone_h2c *c, struct veil_hbone_h2s *s, int32_t id
     hbone__idle_check(c);
 }
 
-/* The HTTP/2 stream is gone (closed, reset, or its h2c died). */
-static void h2s_detach(struct veil_hbone_h2s *s, int err, const char *reason)
+static void h2c_trim(struct veil_timer *t)
+{
+    struct hbone_h2c *c = VEIL_CONTAINER_OF(t, struct hbone_h2c, trim_t);
+    for (struct veil_hbone_h2s *s = c->streams; s != NULL; s = s->next) {
+        if (veil_buf_is_empty(&s->in))
+            veil_buf_free(&s->in);
+        if (veil_buf_is_empty(&s->out))
+            veil_buf_free(&s->out);
+    }
+}
+
+/* b, one of s's buffers, drained: its memory goes at the next trim of the
+ * h2c (now, if s has no h2c any more or no timer could be had). */
+static void h2s_drained(struct veil_hbone_h2s *s, struct veil_buf *b)
+{
+    struct hbone_h2c *c = s->attached ? s->h2c : NULL;
+    if (c == NULL || (!veil_timer_is_active(&c->trim_t) &&
+                      veil_timer_start(c->loop, &c->trim_t, HBONE_TRIM_MS, 0, h2c_trim) != 0))
+        veil_buf_free(b);
+}
+
+void hbone__h2s_fail(struct veil_hbone_h2s *s, const char *why, bool is_static)
+{
+    if (s->reason_owned)
+        veil_free((char *)s->reason);
+    s->reason = is_static ? why : veil_strdup(why);
+    s->reason_owned = s->reason != NULL && !is_static;
+    if (s->reason == NULL)
+        s->reason = "connection failed";
+    s->status = 0;
+    s->phase = H2S_ANSWERED;
+    hbone__h2s_queue(s, 0);
+}
+
+/* The HTTP/2 stream is gone (closed, reset, or its h2c died with reason
+ * c->err: then reason_static is false). */
+static void h2s_detach(struct veil_hbone_h2s *s, int err, const char *reason, bool reason_static)
 {
     struct hbone_h2c *c = s->h2c;
     if (s->prev != NULL)
@@ -268,17 +312,14 @@ static void h2s_detach(struct veil_hbone_h2s *s, int err, const char *reason)
     c->nstreams--;
     hbone__stat(c->stats, HS_STREAMS, -1);
     s->attached = false;
+    s->data_item = false;
     s->h2c = NULL;
     if (err != 0 && s->err == 0)
-        s->err = err;
-    if (!c->is_server && (s->phase == H2S_NEW || s->phase == H2S_SENT)) {
-        snprintf(s->errbuf, sizeof(s->errbuf), "%s", reason);
-        s->phase = H2S_ANSWERED;
-        s->status = 0;
-        hbone__h2s_queue(s, 0);
-    } else if (s->phase == H2S_OPEN || (s->phase == H2S_ANSWERED && s->status == 200)) {
+        s->err = (int16_t)err;
+    if (!c->is_server && (s->phase == H2S_NEW || s->phase == H2S_SENT))
+        hbone__h2s_fail(s, reason, reason_static);
+    else if (s->phase == H2S_OPEN || (s->phase == H2S_ANSWERED && s->status == 200))
         hbone__h2s_queue(s, VEIL_L4_READ | VEIL_L4_WRITE);
-    }
     hbone__idle_check(c);
     h2s_maybe_free(s);
 }
@@ -300,6 +341,9 @@ void hbone__h2s_reset(struct veil_hbone_h2s *s, uint32_t code)
     hbone__kick(s->h2c);
 }
 
+/* nghttp2 takes the bytes of `out` for DATA frames. When they run out the
+ * DATA item ends (without END_STREAM unless our side is done), so that an
+ * idle stream holds none: the next write submits a new one. */
 static ssize_t provider_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                              uint32_t *flags, nghttp2_data_source *source, void *user)
 {
@@ -319,19 +363,27 @@ static ssize_t provider_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size
         }
     }
     if (veil_buf_is_empty(&s->out)) {
-        if (s->out_eof) {
-            *flags |= NGHTTP2_DATA_FLAG_EOF;
-        } else if (n == 0) {
-            s->out_deferred = true;
-            return NGHTTP2_ERR_DEFERRED;
-        }
+        h2s_drained(s, &s->out);
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (!s->out_eof)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        s->data_item = false;
     }
     return (ssize_t)n;
 }
 
-nghttp2_data_provider hbone__provider(struct veil_hbone_h2s *s)
+/* Has nghttp2 pull from `out` (and END_STREAM after it once out_eof), unless
+ * a DATA item already does. 0 or -errno. */
+static int h2s_send(struct veil_hbone_h2s *s)
 {
-    return (nghttp2_data_provider){.source.ptr = s, .read_callback = provider_read};
+    if (s->data_item)
+        return 0;
+    const nghttp2_data_provider dp = {.source.ptr = s, .read_callback = provider_read};
+    int rv = nghttp2_submit_data(s->h2c->ng, NGHTTP2_FLAG_END_STREAM, s->id, &dp);
+    if (rv != 0)
+        return rv == NGHTTP2_ERR_NOMEM ? -ENOMEM : -EPIPE;
+    s->data_item = true;
+    return 0;
 }
 
 int hbone__h2s_submit_response(struct veil_hbone_h2s *s, int status)
@@ -340,8 +392,12 @@ int hbone__h2s_submit_response(struct veil_hbone_h2s *s, int status)
     snprintf(code, sizeof(code), "%d", status);
     const nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)code, 7, strlen(code),
                            NGHTTP2_NV_FLAG_NONE};
-    nghttp2_data_provider dp = hbone__provider(s);
-    int rc = nghttp2_submit_response(s->h2c->ng, s->id, &nv, 1, status == 200 ? &dp : NULL);
+    nghttp2_session *ng = s->h2c->ng;
+    int rc;
+    if (status == 200) /* HEADERS only: DATA goes out as the tunnel is written */
+        rc = nghttp2_submit_headers(ng, NGHTTP2_FLAG_NONE, s->id, NULL, &nv, 1, NULL);
+    else
+        rc = nghttp2_submit_response(ng, s->id, &nv, 1, NULL);
     hbone__kick(s->h2c);
     return rc == 0 ? 0 : (rc == NGHTTP2_ERR_NOMEM ? -ENOMEM : -ECONNRESET);
 }
@@ -361,8 +417,10 @@ static ssize_t end_read(struct veil_l4_end *e, void *buf, size_t n)
         size_t m = len < n ? len : n;
         memcpy(buf, veil_buf_data(&s->in), m);
         veil_buf_consume(&s->in, m);
+        if (veil_buf_is_empty(&s->in))
+            h2s_drained(s, &s->in);
         if (s->attached) {
-            nghttp2_session_consume(s->h2c->ng, s->id, m);
+            nghttp2_session_consume_stream(s->h2c->ng, s->id, m);
             hbone__kick(s->h2c);
         }
         return (ssize_t)m;
@@ -387,12 +445,9 @@ static ssize_t end_write(struct veil_l4_end *e, const void *buf, size_t n)
     size_t m = space < n ? space : n;
     if (veil_buf_append(&s->out, buf, m) != 0)
         return -ENOMEM;
-    if (s->out_deferred) {
-        s->out_deferred = false;
-        nghttp2_session_resume_data(s->h2c->ng, s->id);
-    }
+    int rc = h2s_send(s);
     hbone__kick(s->h2c);
-    return (ssize_t)m;
+    return rc != 0 ? rc : (ssize_t)m;
 }
 
 static int end_shutdown_write(struct veil_l4_end *e)
@@ -403,17 +458,17 @@ static int end_shutdown_write(struct veil_l4_end *e)
     if (!s->attached)
         return s->err != 0 ? s->err : -EPIPE;
     s->out_eof = true;
-    if (s->out_deferred) {
-        s->out_deferred = false;
-        nghttp2_session_resume_data(s->h2c->ng, s->id);
-    }
+    int rc = h2s_send(s);
     hbone__kick(s->h2c);
-    return 0;
+    return rc;
 }
 
+/* Notifications come whenever reading or writing may have changed: the
+ * user's interest does not matter (spurious ones are allowed). */
 static void end_set_interest(struct veil_l4_end *e, uint32_t events)
 {
-    of_end(e)->want = events;
+    (void)e;
+    (void)events;
 }
 
 static void end_close(struct veil_l4_end *e, bool abort)
@@ -427,15 +482,14 @@ static void end_close(struct veil_l4_end *e, bool abort)
              * still sends is dropped (and its window given back), and
              * on_frame_send resets the stream once our side has ended. */
             size_t unread = veil_buf_len(&s->in);
-            if (unread > 0) {
-                nghttp2_session_consume(s->h2c->ng, s->id, unread);
-                veil_buf_reset(&s->in);
-            }
-            if (!s->out_eof)
-                end_shutdown_write(e);
+            if (unread > 0)
+                nghttp2_session_consume_stream(s->h2c->ng, s->id, unread);
+            if (!s->out_eof && end_shutdown_write(e) != 0)
+                hbone__h2s_reset(s, NGHTTP2_INTERNAL_ERROR);
             hbone__kick(s->h2c);
         }
     }
+    veil_buf_free(&s->in);
     hbone__h2s_release(s);
 }
 
@@ -455,7 +509,7 @@ struct veil_l4_end *veil_hbone_h2s_end(struct veil_hbone_h2s *h2s)
 
 const char *veil_hbone_h2s_authority(const struct veil_hbone_h2s *h2s)
 {
-    return h2s->authority;
+    return h2s->authority != NULL ? h2s->authority : "";
 }
 
 /* ---- nghttp2 callbacks both sides share ---- */
@@ -499,23 +553,21 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     }
     if (!c->is_server) {
         if (f->headers.cat == NGHTTP2_HCAT_RESPONSE && is(name, namelen, ":status")) {
-            int st = 0;
-            for (size_t i = 0; i < valuelen && i < 3; i++)
-                st = st * 10 + (value[i] - '0');
-            s->status = valuelen == 3 ? st : 0;
+            unsigned st = 0;
+            for (size_t i = 0; i < valuelen && i < 3 && value[i] >= '0' && value[i] <= '9'; i++)
+                st = st * 10 + (unsigned)(value[i] - '0');
+            s->status = (uint16_t)(valuelen == 3 && st >= 100 ? st : 0);
         }
         return 0;
     }
     if (is(name, namelen, ":method")) {
         s->method_seen = true;
         s->method_connect = is(value, valuelen, "CONNECT");
-    } else if (is(name, namelen, ":authority")) {
-        if (valuelen >= sizeof(s->authority)) {
+    } else if (is(name, namelen, ":authority") && s->authority == NULL) {
+        if (valuelen >= VEIL_HBONE_AUTHORITY_MAX)
             s->authority_bad = true;
-        } else {
-            memcpy(s->authority, value, valuelen);
-            s->authority[valuelen] = '\0';
-        }
+        else if ((s->authority = veil_strndup((const char *)value, valuelen)) == NULL)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     } else if (is(name, namelen, ":scheme") || is(name, namelen, ":path") ||
                is(name, namelen, ":protocol")) {
         s->has_scheme_or_path = true;
@@ -559,8 +611,12 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume(ng, id, len);
         return 0;
     }
+    /* The connection's window is given back at once: the stream's buffer
+     * (bounded by its own window) holds the bytes, and a stream whose
+     * reader is slow must not hold up the others. */
+    nghttp2_session_consume_connection(ng, len);
     if (veil_buf_append(&s->in, data, len) != 0) {
-        nghttp2_session_consume(ng, id, len);
+        nghttp2_session_consume_stream(ng, id, len);
         hbone__h2s_reset(s, NGHTTP2_FLOW_CONTROL_ERROR);
         return 0;
     }
@@ -593,13 +649,10 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
     nghttp2_session_set_stream_user_data(ng, id, NULL);
     if (code != NGHTTP2_NO_ERROR && !s->rst_sent)
         hbone__stat(c->stats, HS_RESET, 1);
-    /* Bytes left unread will never be consumed through the stream. */
-    if (!veil_buf_is_empty(&s->in))
-        nghttp2_session_consume_connection(ng, veil_buf_len(&s->in));
     const char *why = code == NGHTTP2_REFUSED_STREAM ? "stream refused by the server"
                       : code == NGHTTP2_NO_ERROR     ? "stream closed"
                                                      : "stream reset";
-    h2s_detach(s, code == NGHTTP2_NO_ERROR ? 0 : -ECONNRESET, why);
+    h2s_detach(s, code == NGHTTP2_NO_ERROR ? 0 : -ECONNRESET, why, true);
     return 0;
 }
 
@@ -636,6 +689,9 @@ static nghttp2_option *session_options(const struct veil_hbone_limits *lim)
     if (nghttp2_option_new(&opt) != 0)
         return NULL;
     nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* No priorities in HBONE: closed streams need not be kept for the
+     * priority tree (by default a server keeps up to max_streams of them). */
+    nghttp2_option_set_no_closed_streams(opt, 1);
     nghttp2_option_set_max_send_header_block_length(opt, lim->max_headers);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_peer_max_concurrent_streams(opt, lim->max_streams);

@@ -17,6 +17,10 @@
 #define HBONE_MOD        "hbone"
 #define HBONE_READ_CHUNK 16384
 #define HBONE_ERR_MAX    160
+/* A stream's buffer that drained is freed this long after (with those of
+ * the other streams of its h2c that are empty then): a busy stream keeps
+ * its buffers from one burst to the next, an idle one soon holds none. */
+#define HBONE_TRIM_MS 250
 
 enum hbone_stat {
     HS_CONN_TOTAL,
@@ -50,36 +54,49 @@ enum h2s_phase {
 
 struct hbone_h2c;
 
+/*
+ * One stream. Kept small: an open tunnel that is idle holds only this (and
+ * nghttp2's own stream): `in` and `out` own memory only while bytes wait in
+ * them, nghttp2 holds a DATA item for the stream only while there is
+ * something to send, and a failed connect's reason is a static string or
+ * allocated then.
+ */
 struct veil_hbone_h2s {
     struct veil_l4_end end;
     struct veil_loop *loop;
     struct hbone_h2c *h2c;              /* NULL once detached from the HTTP/2 stream */
     struct veil_hbone_h2s *prev, *next; /* in h2c->streams, or h2c->pending */
-    int32_t id;
-    enum h2s_phase phase;
-    bool app;           /* the application holds the handle */
-    bool attached;      /* the nghttp2 stream is alive (in h2c->streams) */
-    bool queued;        /* client: in h2c->pending, not submitted yet */
-    bool in_eof;        /* the peer's END_STREAM arrived */
-    bool out_eof;       /* shutdown_write: END_STREAM after out */
-    bool out_deferred;  /* the data provider waits (NGHTTP2_ERR_DEFERRED) */
-    bool write_blocked; /* write returned -EAGAIN: owe a VEIL_L4_WRITE */
-    bool rst_sent;
-    bool bad; /* server: request refused by hbone itself */
-    int err;  /* -ECONNRESET / -EPIPE once the stream failed */
-    uint32_t want;
-    uint32_t pending; /* VEIL_L4_* to deliver from notify_d */
+    /* Received, not read yet (at most limits.stream_window); written, not
+     * yet taken by nghttp2 (at most limits.stream_out). Freed once drained
+     * (HBONE_TRIM_MS later). */
     struct veil_buf in, out;
-    struct veil_defer notify_d, free_d;
-    /* request (server) / response (client) headers */
-    bool method_connect, method_seen, has_scheme_or_path, authority_bad;
-    int status;
-    uint32_t hdr_bytes; /* of the header block so far, as SETTINGS counts them */
-    char authority[VEIL_HBONE_AUTHORITY_MAX];
+    /* Delivers `pending` or the phase change to the user; once the stream
+     * is dead (released and detached), frees it instead. */
+    struct veil_defer defer_d;
+    char *authority; /* "ip:port", allocated */
     /* client */
     veil_hbone_connect_cb cb;
     void *cb_arg;
-    char errbuf[HBONE_ERR_MAX];
+    const char *reason; /* why the connect failed; allocated if reason_owned */
+    int32_t id;
+    uint32_t hdr_bytes;     /* of the header block so far, as SETTINGS counts them */
+    int16_t err;            /* -ECONNRESET / -EPIPE once the stream failed */
+    uint16_t status;        /* client: the answer's :status */
+    uint8_t phase;          /* enum h2s_phase */
+    uint8_t pending;        /* VEIL_L4_* to deliver from defer_d */
+    bool app : 1;           /* the application holds the handle */
+    bool attached : 1;      /* the nghttp2 stream is alive (in h2c->streams) */
+    bool queued : 1;        /* client: in h2c->pending, not submitted yet */
+    bool dead : 1;          /* to be freed by defer_d */
+    bool in_eof : 1;        /* the peer's END_STREAM arrived */
+    bool out_eof : 1;       /* shutdown_write: END_STREAM after out */
+    bool data_item : 1;     /* nghttp2 holds a DATA item pulling from out */
+    bool write_blocked : 1; /* write returned -EAGAIN: owe a VEIL_L4_WRITE */
+    bool rst_sent : 1;
+    bool bad : 1; /* server: request refused by hbone itself */
+    bool reason_owned : 1;
+    /* server: the request's headers */
+    bool method_connect : 1, method_seen : 1, has_scheme_or_path : 1, authority_bad : 1;
 };
 
 struct hbone_h2c {
@@ -96,8 +113,9 @@ struct hbone_h2c {
     struct veil_hbone_h2s *pending; /* client: waiting for READY (FIFO, tail insert) */
     uint32_t nstreams, npending;
     enum h2c_state state;
-    bool goaway;             /* no new streams */
-    struct veil_timer timer; /* handshake deadline, then idle */
+    bool goaway;              /* no new streams */
+    struct veil_timer timer;  /* handshake deadline, then idle */
+    struct veil_timer trim_t; /* frees the streams' empty buffers (HBONE_TRIM_MS) */
     struct veil_defer kick_d, free_d;
     struct sockaddr_storage peer, local;
     socklen_t peer_len, local_len;
@@ -142,9 +160,12 @@ void hbone__h2s_queue(struct veil_hbone_h2s *s, uint32_t ev);
 /* The application lets go of the handle. */
 void hbone__h2s_release(struct veil_hbone_h2s *s);
 void hbone__h2s_reset(struct veil_hbone_h2s *s, uint32_t code);
+/* Server: the answer's HEADERS (200 leaves the stream open, others end it). */
 int hbone__h2s_submit_response(struct veil_hbone_h2s *s, int status);
-nghttp2_data_provider hbone__provider(struct veil_hbone_h2s *s);
-/* Set by server.c / pool.c: runs a stream's phase change from notify_d. */
+/* Client: the connect failed with `why` (copied unless `is_static`); the
+ * callback is queued. */
+void hbone__h2s_fail(struct veil_hbone_h2s *s, const char *why, bool is_static);
+/* Set by server.c / pool.c: runs a stream's phase change from defer_d. */
 void hbone__server_dispatch(struct veil_hbone_h2s *s);
 void hbone__client_dispatch(struct veil_hbone_h2s *s);
 /* Side-specific hooks called by h2c.c. */

@@ -7,9 +7,12 @@
  * stream on it, carrying one TCP tunnel. Many h2s share one h2c.
  *
  * An open h2s is an L4 end (l4/pump.h) through veil_hbone_h2s_end(), so the
- * pump moves bytes between it and a TCP socket. Reading it consumes HTTP/2
- * flow-control window only as bytes are read: a pump that cannot pass bytes
- * on stops the sender (at most limits.stream_window bytes wait per stream).
+ * pump moves bytes between it and a TCP socket. The stream's HTTP/2
+ * flow-control window is given back only as bytes are read: a pump that
+ * cannot pass bytes on stops the sender (at most limits.stream_window bytes
+ * wait per stream). The connection's window is given back as bytes arrive,
+ * so a stream nobody reads does not stop the other streams of its h2c. An
+ * idle stream holds no buffer memory.
  * shutdown_write sends END_STREAM; the peer's END_STREAM reads as EOF; a
  * RST_STREAM or a lost h2c reads (and writes) as -ECONNRESET. close(abort)
  * sends RST_STREAM(CANCEL) if the stream is still open; a graceful close

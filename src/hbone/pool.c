@@ -3,7 +3,6 @@
 #include "hbone/hbone.h"
 
 #include "core/alloc.h"
-#include "core/buf.h"
 #include "core/container.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -24,14 +23,6 @@ struct veil_hbone_pool {
 
 /* ---- streams ---- */
 
-static void fail_stream(struct veil_hbone_h2s *s, const char *err)
-{
-    snprintf(s->errbuf, sizeof(s->errbuf), "%s", err);
-    s->status = 0;
-    s->phase = H2S_ANSWERED;
-    hbone__h2s_queue(s, 0);
-}
-
 static void submit(struct hbone_h2c *c, struct veil_hbone_h2s *s)
 {
     const nghttp2_nv nva[] = {
@@ -39,10 +30,10 @@ static void submit(struct hbone_h2c *c, struct veil_hbone_h2s *s)
         {(uint8_t *)":authority", (uint8_t *)s->authority, 10, strlen(s->authority),
          NGHTTP2_NV_FLAG_NONE},
     };
-    nghttp2_data_provider dp = hbone__provider(s);
-    int32_t id = nghttp2_submit_request(c->ng, NULL, nva, 2, &dp, s);
+    /* HEADERS only: DATA goes out as the tunnel is written (h2c.c). */
+    int32_t id = nghttp2_submit_headers(c->ng, NGHTTP2_FLAG_NONE, -1, NULL, nva, 2, s);
     if (id < 0) {
-        fail_stream(s, nghttp2_strerror(id));
+        hbone__h2s_fail(s, nghttp2_strerror(id), true);
         return;
     }
     hbone__h2s_attach(c, s, id);
@@ -84,12 +75,7 @@ void hbone__client_headers_done(struct veil_hbone_h2s *s)
     if (s->phase != H2S_SENT || (s->status >= 100 && s->status < 200))
         return;
     struct hbone_h2c *c = s->h2c;
-    if (s->status == 200) {
-        hbone__stat(c->stats, HS_STREAMS_OK, 1);
-    } else {
-        hbone__stat(c->stats, HS_REFUSED, 1);
-        snprintf(s->errbuf, sizeof(s->errbuf), "HTTP %d", s->status);
-    }
+    hbone__stat(c->stats, s->status == 200 ? HS_STREAMS_OK : HS_REFUSED, 1);
     s->phase = H2S_ANSWERED;
     hbone__h2s_queue(s, 0);
 }
@@ -106,9 +92,15 @@ void hbone__client_dispatch(struct veil_hbone_h2s *s)
         cb(s, 200, NULL, s->cb_arg);
         return;
     }
+    char http[16];
+    const char *err = s->reason;
+    if (s->status != 0) {
+        snprintf(http, sizeof(http), "HTTP %d", s->status);
+        err = http;
+    }
     hbone__h2s_reset(s, NGHTTP2_CANCEL);
-    hbone__h2s_release(s); /* freed at the end of the iteration: errbuf stays valid */
-    cb(NULL, s->status, s->errbuf, s->cb_arg);
+    hbone__h2s_release(s); /* freed after this function: the reason stays valid */
+    cb(NULL, s->status, err, s->cb_arg);
 }
 
 void veil_hbone_h2s_cancel(struct veil_hbone_h2s *s)
@@ -133,7 +125,7 @@ void hbone__client_closed(struct hbone_h2c *c)
         struct veil_hbone_h2s *s = c->pending;
         unqueue(c, s);
         s->h2c = NULL;
-        fail_stream(s, c->err);
+        hbone__h2s_fail(s, c->err, false);
         if (!s->app)
             hbone__h2s_release(s);
     }
@@ -314,15 +306,14 @@ struct veil_hbone_h2s *veil_hbone_pool_connect(struct veil_hbone_pool *pool,
     s->app = true;
     s->cb = cb;
     s->cb_arg = arg;
-    snprintf(s->authority, sizeof(s->authority), "%s", d->authority);
-    struct hbone_h2c *c = find(pool, d->key);
+    s->authority = veil_strdup(d->authority);
+    struct hbone_h2c *c = s->authority != NULL ? find(pool, d->key) : NULL;
     if (c != NULL) {
         hbone__stat(pool->stats, HS_REUSE, 1);
-    } else if ((c = dial(pool, d)) == NULL) {
-        int e = errno;
-        veil_buf_free(&s->in);
-        veil_buf_free(&s->out);
-        veil_free(s);
+    } else if (s->authority == NULL || (c = dial(pool, d)) == NULL) {
+        int e = s->authority == NULL ? ENOMEM : errno;
+        veil_free(s->authority);
+        veil_free(s); /* its buffers never held anything */
         errno = e;
         return NULL;
     }

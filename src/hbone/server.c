@@ -38,7 +38,7 @@ void hbone__server_headers_done(struct veil_hbone_h2s *s)
         why = "not a CONNECT";
     else if (s->has_scheme_or_path)
         why = "CONNECT with :scheme, :path or :protocol";
-    else if (s->authority_bad || s->authority[0] == '\0')
+    else if (s->authority_bad || s->authority == NULL || s->authority[0] == '\0')
         why = "no or too long :authority";
     else if (veil_hbone_parse_authority(s->authority, strlen(s->authority), &ss, &len) != 0)
         why = "the :authority is not ip:port";

@@ -612,6 +612,12 @@ int veil_tls_send(struct veil_tls_conn *c, const void *data, size_t n)
     return rc != 0 ? rc : seal(c, data, n);
 }
 
+void veil_tls_trim(struct veil_tls_conn *c)
+{
+    veil_buf_trim(&c->_out);
+    veil_buf_trim(&c->_wire);
+}
+
 size_t veil_tls_out_len(const struct veil_tls_conn *c)
 {
     return veil_buf_len(&c->_out) + veil_buf_len(&c->_wire);
