@@ -614,8 +614,12 @@ int veil_tls_send(struct veil_tls_conn *c, const void *data, size_t n)
 
 void veil_tls_trim(struct veil_tls_conn *c)
 {
-    veil_buf_trim(&c->_out);
-    veil_buf_trim(&c->_wire);
+    /* A small allocation stays: a connection that carries one request at
+     * a time would otherwise allocate both buffers again for each. */
+    if (veil_buf_alloc_size(&c->_out) > VEIL_TLS_GATHER)
+        veil_buf_trim(&c->_out);
+    if (veil_buf_alloc_size(&c->_wire) > VEIL_TLS_GATHER)
+        veil_buf_trim(&c->_wire);
 }
 
 size_t veil_tls_out_len(const struct veil_tls_conn *c)

@@ -79,8 +79,9 @@ ssize_t veil_tls_read(struct veil_tls_conn *c, void *buf, size_t n);
  * before veil_tls_flush(). */
 int veil_tls_send(struct veil_tls_conn *c, const void *data, size_t n);
 
-/* Frees the connection's buffers if they are empty (an idle connection
- * holds none; the next send allocates again). */
+/* Frees the connection's buffers if they are empty and larger than
+ * VEIL_TLS_GATHER (an idle connection keeps at most that much each; the
+ * next send allocates again). */
 void veil_tls_trim(struct veil_tls_conn *c);
 
 /* Bytes queued and not yet taken by the socket. */
