@@ -117,6 +117,10 @@ json_t *veil_control__status_json(struct veil_control *c)
     add_list(c, st, VEIL_RES_AUTHZ_POLICY);
     add_list(c, st, VEIL_RES_PEER_AUTHN);
     add_list(c, st, VEIL_RES_IGNORED);
+    if (veil_views_l7_status(c->views, st) < 0) {
+        json_decref(st);
+        return NULL;
+    }
     for (int s = 0; s < VEIL_RES_NSOURCES; s++) {
         if (!c->has_refused[s])
             continue;

@@ -19,7 +19,9 @@ enum veil_res_kind {
     VEIL_RES_WORKLOAD_ENTRY,
     VEIL_RES_AUTHZ_POLICY,
     VEIL_RES_PEER_AUTHN,
-    VEIL_RES_IGNORED, /* a kind veil does not know (yet): kept and listed */
+    VEIL_RES_HTTP_ROUTE, /* gateway.networking.k8s.io HTTPRoute */
+    VEIL_RES_GRPC_ROUTE, /* gateway.networking.k8s.io GRPCRoute */
+    VEIL_RES_IGNORED,    /* a kind veil does not know (yet): kept and listed */
     VEIL_RES_NKINDS,
 };
 
@@ -84,6 +86,9 @@ struct veil_res_authz {
     struct veil_res_labels selector;
     enum veil_res_action action;
     size_t nrules;
+    bool has_target_refs; /* targetRef(s): attaches to a waypoint, not to workloads */
+    const char *l7_field; /* the first field only a waypoint can check, e.g.
+                             "spec.rules[0].to[0].operation.methods"; NULL: none */
 };
 
 enum veil_res_mtls {
@@ -104,6 +109,28 @@ struct veil_res_peer_authn {
     enum veil_res_mtls mode;
     const struct veil_res_port_mtls *ports;
     size_t nports;
+};
+
+/*
+ * A Gateway API reference: a parentRef, a backendRef or a RequestMirror's
+ * backendRef, with the spec's defaults filled in.
+ */
+struct veil_res_ref {
+    const char *group; /* parentRef: default "gateway.networking.k8s.io"; backendRef: "" */
+    const char *kind;  /* parentRef: default "Gateway"; backendRef: "Service" */
+    const char *ns;    /* default: the route's namespace */
+    const char *name;
+    uint16_t port;            /* 0: not given */
+    const char *section_name; /* parentRef only; NULL: not given */
+};
+
+/* HTTPRoute and GRPCRoute. */
+struct veil_res_route {
+    const struct veil_res_ref *parents;
+    size_t nparents;
+    const struct veil_res_ref *backends; /* backendRefs and RequestMirror backendRefs, in order */
+    size_t nbackends;
+    size_t nrules;
 };
 
 /*
@@ -132,6 +159,7 @@ struct veil_res {
         struct veil_res_workload wl;
         struct veil_res_authz authz;
         struct veil_res_peer_authn pa;
+        struct veil_res_route route;
     } u;
     struct veil_arena _arena;
 };

@@ -3,6 +3,8 @@
  */
 #include "control/resource.h"
 
+#include "control/resource-int.h"
+
 #include "core/alloc.h"
 #include "core/arena.h"
 #include "core/conf.h"
@@ -17,13 +19,6 @@
 #define DNS_LABEL_MAX     63
 #define DNS_SUBDOMAIN_MAX 253
 
-/* The state of one parse: the resource being built and where errors go. */
-struct rp {
-    struct veil_res *r;
-    struct veil_conf_err *err;
-    const struct veil_conf_node *doc;
-};
-
 static const char *const kind_names[VEIL_RES_NKINDS] = {
     [VEIL_RES_NAMESPACE] = "Namespace",
     [VEIL_RES_SERVICE_ACCOUNT] = "ServiceAccount",
@@ -32,6 +27,8 @@ static const char *const kind_names[VEIL_RES_NKINDS] = {
     [VEIL_RES_WORKLOAD_ENTRY] = "WorkloadEntry",
     [VEIL_RES_AUTHZ_POLICY] = "AuthorizationPolicy",
     [VEIL_RES_PEER_AUTHN] = "PeerAuthentication",
+    [VEIL_RES_HTTP_ROUTE] = "HTTPRoute",
+    [VEIL_RES_GRPC_ROUTE] = "GRPCRoute",
     [VEIL_RES_IGNORED] = "ignored",
 };
 
@@ -47,6 +44,8 @@ static const struct {
     [VEIL_RES_WORKLOAD_ENTRY] = {"networking.istio.io", {"v1", "v1beta1", "v1alpha3"}},
     [VEIL_RES_AUTHZ_POLICY] = {"security.istio.io", {"v1", "v1beta1"}},
     [VEIL_RES_PEER_AUTHN] = {"security.istio.io", {"v1", "v1beta1"}},
+    [VEIL_RES_HTTP_ROUTE] = {"gateway.networking.k8s.io", {"v1", "v1beta1"}},
+    [VEIL_RES_GRPC_ROUTE] = {"gateway.networking.k8s.io", {"v1", "v1alpha2"}},
 };
 
 const char *veil_res_kind_str(enum veil_res_kind kind)
@@ -87,6 +86,11 @@ bool veil_res_is_workload(const struct veil_res *r)
 bool veil_res_is_policy(const struct veil_res *r)
 {
     return r->kind == VEIL_RES_AUTHZ_POLICY || r->kind == VEIL_RES_PEER_AUTHN;
+}
+
+bool veil_res_is_route(const struct veil_res *r)
+{
+    return r->kind == VEIL_RES_HTTP_ROUTE || r->kind == VEIL_RES_GRPC_ROUTE;
 }
 
 int veil_res_id_format(char *buf, size_t n, enum veil_res_kind kind, const char *ns,
@@ -142,7 +146,7 @@ static bool is_lower_alnum(char c)
 }
 
 /* RFC 1123 label: [a-z0-9]([-a-z0-9]*[a-z0-9])?, at most 63. */
-static bool dns_label(const char *s, size_t len)
+bool veil_res__dns_label(const char *s, size_t len)
 {
     if (len == 0 || len > DNS_LABEL_MAX)
         return false;
@@ -155,14 +159,14 @@ static bool dns_label(const char *s, size_t len)
 }
 
 /* RFC 1123 subdomain: labels joined by '.', at most 253. */
-static bool dns_subdomain(const char *s, size_t len)
+bool veil_res__dns_subdomain(const char *s, size_t len)
 {
     if (len == 0 || len > DNS_SUBDOMAIN_MAX)
         return false;
     size_t start = 0;
     for (size_t i = 0; i <= len; i++) {
         if (i == len || s[i] == '.') {
-            if (!dns_label(s + start, i - start))
+            if (!veil_res__dns_label(s + start, i - start))
                 return false;
             start = i + 1;
         }
@@ -191,7 +195,8 @@ static bool label_key(const char *s)
     const char *slash = strchr(s, '/');
     if (slash == NULL)
         return label_name(s, strlen(s));
-    return dns_subdomain(s, (size_t)(slash - s)) && label_name(slash + 1, strlen(slash + 1));
+    return veil_res__dns_subdomain(s, (size_t)(slash - s)) &&
+           label_name(slash + 1, strlen(slash + 1));
 }
 
 static bool label_value(const char *s)
@@ -313,22 +318,22 @@ json_t *veil_res__conf_to_json(const struct veil_conf_node *n)
 
 /* ---- parse helpers ------------------------------------------------------ */
 
-static int oom(struct rp *p)
+int veil_res__oom(struct veil_res__rp *p)
 {
     veil_conf_errf(p->err, p->doc, NULL, "out of memory");
     return -ENOMEM;
 }
 
-static const char *dup(struct rp *p, const char *s)
+static const char *dup(struct veil_res__rp *p, const char *s)
 {
     return veil_arena_strndup(&p->r->_arena, s, strlen(s));
 }
 
 /* Copies a string into the resource, or reports out of memory. */
-static int dup_to(struct rp *p, const char *s, const char **out)
+int veil_res__dup_to(struct veil_res__rp *p, const char *s, const char **out)
 {
     *out = dup(p, s);
-    return *out != NULL ? 0 : oom(p);
+    return *out != NULL ? 0 : veil_res__oom(p);
 }
 
 static int label_cmp(const void *a, const void *b)
@@ -341,7 +346,7 @@ static int label_cmp(const void *a, const void *b)
  * `strict` checks keys and values as Kubernetes label syntax; otherwise only
  * keys are checked (annotations).
  */
-static int parse_labels(struct rp *p, const struct veil_conf_node *m,
+static int parse_labels(struct veil_res__rp *p, const struct veil_conf_node *m,
                         const struct veil_conf_path *path, bool values_too,
                         struct veil_res_labels *out)
 {
@@ -356,7 +361,7 @@ static int parse_labels(struct rp *p, const struct veil_conf_node *m,
         return 0;
     struct veil_res_label *v = veil_arena_alloc(&p->r->_arena, n * sizeof(*v));
     if (v == NULL)
-        return oom(p);
+        return veil_res__oom(p);
     for (size_t i = 0; i < n; i++) {
         const struct veil_conf_node *k = veil_conf_map_key(m, i);
         const char *key = veil_conf_str(k), *val;
@@ -371,7 +376,7 @@ static int parse_labels(struct rp *p, const struct veil_conf_node *m,
         v[i].key = dup(p, key);
         v[i].value = dup(p, val);
         if (v[i].key == NULL || v[i].value == NULL)
-            return oom(p);
+            return veil_res__oom(p);
     }
     qsort(v, n, sizeof(*v), label_cmp);
     out->v = v;
@@ -380,8 +385,8 @@ static int parse_labels(struct rp *p, const struct veil_conf_node *m,
 }
 
 /* A port number 1..65535, from an integer or (`str_ok`) a decimal string. */
-static int port_value(struct rp *p, const struct veil_conf_node *n,
-                      const struct veil_conf_path *path, bool str_ok, uint16_t *out)
+int veil_res__port_value(struct veil_res__rp *p, const struct veil_conf_node *n,
+                         const struct veil_conf_path *path, bool str_ok, uint16_t *out)
 {
     int64_t v;
     if (str_ok && n != NULL && n->kind == VEIL_CONF_STR) {
@@ -403,18 +408,19 @@ static int port_value(struct rp *p, const struct veil_conf_node *n,
     return 0;
 }
 
-static int req_port(struct rp *p, const struct veil_conf_node *m, const struct veil_conf_path *path,
-                    const char *key, uint16_t *out)
+static int req_port(struct veil_res__rp *p, const struct veil_conf_node *m,
+                    const struct veil_conf_path *path, const char *key, uint16_t *out)
 {
     const struct veil_conf_node *v = veil_conf_map_get(m, key);
     if (v == NULL || v->kind == VEIL_CONF_NULL)
         return veil_conf_errf(p->err, m, VEIL_CONF_KEY(path, key), "required field is missing");
-    return port_value(p, v, VEIL_CONF_KEY(path, key), false, out);
+    return veil_res__port_value(p, v, VEIL_CONF_KEY(path, key), false, out);
 }
 
 /* An optional IP address field, canonicalised into the resource. */
-static int ip_field(struct rp *p, const struct veil_conf_node *m, const struct veil_conf_path *path,
-                    const char *key, bool required, const char **out)
+static int ip_field(struct veil_res__rp *p, const struct veil_conf_node *m,
+                    const struct veil_conf_path *path, const char *key, bool required,
+                    const char **out)
 {
     const char *s = NULL;
     int rc = required ? veil_conf_req_str(m, path, key, &s, p->err)
@@ -429,12 +435,12 @@ static int ip_field(struct rp *p, const struct veil_conf_node *m, const struct v
     if (veil_res_parse_ip(s, buf, sizeof(buf)) < 0)
         return veil_conf_errf(p->err, veil_conf_map_get(m, key), VEIL_CONF_KEY(path, key),
                               "\"%s\" is not a valid IP address", s);
-    return dup_to(p, buf, out);
+    return veil_res__dup_to(p, buf, out);
 }
 
 /* A map's keys must all be in `known` (NULL-terminated). */
-static int known_fields(struct rp *p, const struct veil_conf_node *m,
-                        const struct veil_conf_path *path, const char *const *known)
+int veil_res__known_fields(struct veil_res__rp *p, const struct veil_conf_node *m,
+                           const struct veil_conf_path *path, const char *const *known)
 {
     for (size_t i = 0; i < veil_conf_len(m); i++) {
         const struct veil_conf_node *k = veil_conf_map_key(m, i);
@@ -452,8 +458,9 @@ static int known_fields(struct rp *p, const struct veil_conf_node *m,
  * An optional list of strings at m[key]; each is handed to `check` (may be
  * NULL), which returns an error message or NULL.
  */
-static int str_list(struct rp *p, const struct veil_conf_node *m, const struct veil_conf_path *path,
-                    const char *key, const char *(*check)(const char *s))
+static int str_list(struct veil_res__rp *p, const struct veil_conf_node *m,
+                    const struct veil_conf_path *path, const char *key,
+                    const char *(*check)(const char *s))
 {
     const struct veil_conf_node *seq = NULL;
     if (veil_conf_get_seq(m, path, key, &seq, p->err) < 0)
@@ -472,7 +479,7 @@ static int str_list(struct rp *p, const struct veil_conf_node *m, const struct v
 }
 
 /* A list of ports written as strings (Istio) or integers. */
-static int port_list(struct rp *p, const struct veil_conf_node *m,
+static int port_list(struct veil_res__rp *p, const struct veil_conf_node *m,
                      const struct veil_conf_path *path, const char *key)
 {
     const struct veil_conf_node *seq = NULL;
@@ -481,7 +488,8 @@ static int port_list(struct rp *p, const struct veil_conf_node *m,
     const struct veil_conf_path *lp = VEIL_CONF_KEY(path, key);
     for (size_t i = 0; i < veil_conf_len(seq); i++) {
         uint16_t port;
-        if (port_value(p, veil_conf_seq_at(seq, i), VEIL_CONF_IDX(lp, i), true, &port) < 0)
+        if (veil_res__port_value(p, veil_conf_seq_at(seq, i), VEIL_CONF_IDX(lp, i), true, &port) <
+            0)
             return -EINVAL;
     }
     return 0;
@@ -500,7 +508,7 @@ static const char *check_namespace(const char *s)
     if (strcmp(s, "*") == 0 || (s[0] == '*' && s[1] != '\0') ||
         (s[0] != '\0' && s[strlen(s) - 1] == '*'))
         return NULL; /* Istio's prefix/suffix match */
-    return dns_label(s, strlen(s)) ? NULL : "is not a valid namespace name";
+    return veil_res__dns_label(s, strlen(s)) ? NULL : "is not a valid namespace name";
 }
 
 static const char *check_nonempty(const char *s)
@@ -528,7 +536,8 @@ static void split_api_version(const char *av, char *group, size_t n, const char 
     *version = slash + 1;
 }
 
-static int parse_header(struct rp *p, const struct veil_conf_node *doc, char *group, size_t gn)
+static int parse_header(struct veil_res__rp *p, const struct veil_conf_node *doc, char *group,
+                        size_t gn)
 {
     struct veil_res *r = p->r;
     const char *av, *kind, *version;
@@ -554,7 +563,8 @@ static int parse_header(struct rp *p, const struct veil_conf_node *doc, char *gr
                                   VEIL_CONF_KEY(NULL, "apiVersion"),
                                   "unsupported apiVersion \"%s\" for kind %s", av, kind);
     }
-    if (dup_to(p, av, &r->api_version) < 0 || dup_to(p, kind, &r->kind_name) < 0)
+    if (veil_res__dup_to(p, av, &r->api_version) < 0 ||
+        veil_res__dup_to(p, kind, &r->kind_name) < 0)
         return -ENOMEM;
     return 0;
 }
@@ -564,17 +574,18 @@ static bool name_ok(enum veil_res_kind k, const char *name)
     size_t len = strlen(name);
     switch (k) {
     case VEIL_RES_NAMESPACE:
-        return dns_label(name, len);
+        return veil_res__dns_label(name, len);
     case VEIL_RES_SERVICE: /* RFC 1035: starts with a letter */
-        return dns_label(name, len) && name[0] >= 'a' && name[0] <= 'z';
+        return veil_res__dns_label(name, len) && name[0] >= 'a' && name[0] <= 'z';
     case VEIL_RES_IGNORED:
         return len > 0 && len <= DNS_SUBDOMAIN_MAX && strchr(name, '/') == NULL;
     default:
-        return dns_subdomain(name, len);
+        return veil_res__dns_subdomain(name, len);
     }
 }
 
-static int parse_metadata(struct rp *p, const struct veil_conf_node *doc, const char *group)
+static int parse_metadata(struct veil_res__rp *p, const struct veil_conf_node *doc,
+                          const char *group)
 {
     struct veil_res *r = p->r;
     const struct veil_conf_path *mp = VEIL_CONF_KEY(NULL, "metadata");
@@ -590,7 +601,7 @@ static int parse_metadata(struct rp *p, const struct veil_conf_node *doc, const 
                               r->kind == VEIL_RES_NAMESPACE || r->kind == VEIL_RES_SERVICE
                                   ? "lowercase letters, digits and '-', at most 63"
                                   : "lowercase letters, digits, '-' and '.', at most 253");
-    if (ns != NULL && !dns_label(ns, strlen(ns)))
+    if (ns != NULL && !veil_res__dns_label(ns, strlen(ns)))
         return veil_conf_errf(p->err, veil_conf_map_get(md, "namespace"),
                               VEIL_CONF_KEY(mp, "namespace"), "\"%s\" is not a valid namespace",
                               ns);
@@ -598,7 +609,7 @@ static int parse_metadata(struct rp *p, const struct veil_conf_node *doc, const 
         ns = "";
     else if (ns == NULL)
         ns = r->kind == VEIL_RES_IGNORED ? "" : "default";
-    if (dup_to(p, name, &r->name) < 0 || dup_to(p, ns, &r->ns) < 0)
+    if (veil_res__dup_to(p, name, &r->name) < 0 || veil_res__dup_to(p, ns, &r->ns) < 0)
         return -ENOMEM;
     if (parse_labels(p, veil_conf_map_get(md, "labels"), VEIL_CONF_KEY(mp, "labels"), true,
                      &r->labels) < 0 ||
@@ -611,12 +622,12 @@ static int parse_metadata(struct rp *p, const struct veil_conf_node *doc, const 
     else
         snprintf(id, sizeof(id), "%s%s%s/%s%s%s", r->kind_name, group[0] ? "." : "", group, ns,
                  ns[0] ? "/" : "", name);
-    return dup_to(p, id, &r->id);
+    return veil_res__dup_to(p, id, &r->id);
 }
 
 /* ---- kinds -------------------------------------------------------------- */
 
-static int parse_selector_map(struct rp *p, const struct veil_conf_node *m,
+static int parse_selector_map(struct veil_res__rp *p, const struct veil_conf_node *m,
                               const struct veil_conf_path *path, const char *key, bool *has,
                               struct veil_res_labels *out)
 {
@@ -625,7 +636,7 @@ static int parse_selector_map(struct rp *p, const struct veil_conf_node *m,
     return parse_labels(p, sel, VEIL_CONF_KEY(path, key), true, out);
 }
 
-static int parse_svc_port(struct rp *p, const struct veil_conf_node *m,
+static int parse_svc_port(struct veil_res__rp *p, const struct veil_conf_node *m,
                           const struct veil_conf_path *path, struct veil_res_svc_port *out)
 {
     const char *name = "", *proto = "TCP", *app = NULL;
@@ -651,19 +662,19 @@ static int parse_svc_port(struct rp *p, const struct veil_conf_node *m,
             return veil_conf_errf(p->err, tp, tpp, "\"%s\" is not a valid port name",
                                   tp->v.str.ptr);
         out->target_port = 0;
-        if (dup_to(p, tp->v.str.ptr, &out->target_name) < 0)
+        if (veil_res__dup_to(p, tp->v.str.ptr, &out->target_name) < 0)
             return -ENOMEM;
     } else if (tp != NULL && tp->kind != VEIL_CONF_NULL) {
-        if (port_value(p, tp, tpp, true, &out->target_port) < 0)
+        if (veil_res__port_value(p, tp, tpp, true, &out->target_port) < 0)
             return -EINVAL;
     }
-    if (dup_to(p, name, &out->name) < 0 || dup_to(p, proto, &out->protocol) < 0)
+    if (veil_res__dup_to(p, name, &out->name) < 0 || veil_res__dup_to(p, proto, &out->protocol) < 0)
         return -ENOMEM;
     out->app_protocol = NULL;
-    return app != NULL ? dup_to(p, app, &out->app_protocol) : 0;
+    return app != NULL ? veil_res__dup_to(p, app, &out->app_protocol) : 0;
 }
 
-static int parse_service(struct rp *p, const struct veil_conf_node *doc)
+static int parse_service(struct veil_res__rp *p, const struct veil_conf_node *doc)
 {
     struct veil_res_service *s = &p->r->u.svc;
     const struct veil_conf_path *sp = VEIL_CONF_KEY(NULL, "spec");
@@ -686,7 +697,7 @@ static int parse_service(struct rp *p, const struct veil_conf_node *doc)
         return veil_conf_errf(p->err, ports, pp, "a Service needs at least one port");
     struct veil_res_svc_port *v = veil_arena_zalloc(&p->r->_arena, s->nports * sizeof(*v));
     if (v == NULL)
-        return oom(p);
+        return veil_res__oom(p);
     s->ports = v;
     for (size_t i = 0; i < s->nports; i++) {
         const struct veil_conf_path *ip = VEIL_CONF_IDX(pp, i);
@@ -712,7 +723,7 @@ static int parse_service(struct rp *p, const struct veil_conf_node *doc)
 }
 
 /* Appends the named ports of one container's ports list. */
-static int parse_container_ports(struct rp *p, const struct veil_conf_node *ports,
+static int parse_container_ports(struct veil_res__rp *p, const struct veil_conf_node *ports,
                                  const struct veil_conf_path *path, struct veil_res_named_port *v,
                                  size_t *n)
 {
@@ -731,14 +742,14 @@ static int parse_container_ports(struct rp *p, const struct veil_conf_node *port
             return veil_conf_errf(p->err, veil_conf_map_get(m, "name"), VEIL_CONF_KEY(ip, "name"),
                                   "\"%s\" is not a valid port name", name);
         v[*n].port = port;
-        if (dup_to(p, name, &v[*n].name) < 0)
+        if (veil_res__dup_to(p, name, &v[*n].name) < 0)
             return -ENOMEM;
         (*n)++;
     }
     return 0;
 }
 
-static int parse_pod(struct rp *p, const struct veil_conf_node *doc)
+static int parse_pod(struct veil_res__rp *p, const struct veil_conf_node *doc)
 {
     struct veil_res_workload *w = &p->r->u.wl;
     const struct veil_conf_path *sp = VEIL_CONF_KEY(NULL, "spec");
@@ -752,11 +763,11 @@ static int parse_pod(struct rp *p, const struct veil_conf_node *doc)
         veil_conf_get_map(doc, NULL, "status", &status, p->err) < 0 ||
         ip_field(p, status, stp, "podIP", false, &w->address) < 0)
         return -EINVAL;
-    if (!dns_subdomain(sa, strlen(sa)))
+    if (!veil_res__dns_subdomain(sa, strlen(sa)))
         return veil_conf_errf(p->err, veil_conf_map_get(spec, "serviceAccountName"),
                               VEIL_CONF_KEY(sp, "serviceAccountName"),
                               "\"%s\" is not a valid service account name", sa);
-    if (node != NULL && !dns_subdomain(node, strlen(node)))
+    if (node != NULL && !veil_res__dns_subdomain(node, strlen(node)))
         return veil_conf_errf(p->err, veil_conf_map_get(spec, "nodeName"),
                               VEIL_CONF_KEY(sp, "nodeName"), "\"%s\" is not a valid node name",
                               node);
@@ -771,7 +782,7 @@ static int parse_pod(struct rp *p, const struct veil_conf_node *doc)
     }
     struct veil_res_named_port *v = NULL;
     if (total > 0 && (v = veil_arena_zalloc(&p->r->_arena, total * sizeof(*v))) == NULL)
-        return oom(p);
+        return veil_res__oom(p);
     w->ports = v;
     w->nports = 0;
     for (size_t i = 0; i < veil_conf_len(containers); i++) {
@@ -781,12 +792,12 @@ static int parse_pod(struct rp *p, const struct veil_conf_node *doc)
                                   &w->nports) < 0)
             return -EINVAL;
     }
-    if (dup_to(p, sa, &w->service_account) < 0)
+    if (veil_res__dup_to(p, sa, &w->service_account) < 0)
         return -ENOMEM;
-    return node != NULL ? dup_to(p, node, &w->node) : 0;
+    return node != NULL ? veil_res__dup_to(p, node, &w->node) : 0;
 }
 
-static int parse_workload_entry(struct rp *p, const struct veil_conf_node *doc)
+static int parse_workload_entry(struct veil_res__rp *p, const struct veil_conf_node *doc)
 {
     struct veil_res *r = p->r;
     struct veil_res_workload *w = &r->u.wl;
@@ -801,7 +812,7 @@ static int parse_workload_entry(struct rp *p, const struct veil_conf_node *doc)
         veil_conf_get_map(spec, sp, "ports", &ports, p->err) < 0 ||
         parse_selector_map(p, spec, sp, "labels", &has, &labels) < 0)
         return -EINVAL;
-    if (!dns_subdomain(sa, strlen(sa)))
+    if (!veil_res__dns_subdomain(sa, strlen(sa)))
         return veil_conf_errf(p->err, veil_conf_map_get(spec, "serviceAccount"),
                               VEIL_CONF_KEY(sp, "serviceAccount"),
                               "\"%s\" is not a valid service account name", sa);
@@ -810,7 +821,7 @@ static int parse_workload_entry(struct rp *p, const struct veil_conf_node *doc)
         size_t n = r->labels.n + labels.n, k = 0;
         struct veil_res_label *v = veil_arena_alloc(&r->_arena, n * sizeof(*v));
         if (v == NULL)
-            return oom(p);
+            return veil_res__oom(p);
         for (size_t i = 0; i < labels.n; i++)
             v[k++] = labels.v[i];
         for (size_t i = 0; i < r->labels.n; i++)
@@ -824,16 +835,16 @@ static int parse_workload_entry(struct rp *p, const struct veil_conf_node *doc)
     size_t np = veil_conf_len(ports);
     struct veil_res_named_port *v = NULL;
     if (np > 0 && (v = veil_arena_zalloc(&r->_arena, np * sizeof(*v))) == NULL)
-        return oom(p);
+        return veil_res__oom(p);
     for (size_t i = 0; i < np; i++) {
         const char *name = veil_conf_str(veil_conf_map_key(ports, i));
         if (!port_name(name))
             return veil_conf_errf(p->err, veil_conf_map_key(ports, i), VEIL_CONF_KEY(pp, name),
                                   "\"%s\" is not a valid port name", name);
-        if (port_value(p, veil_conf_map_value(ports, i), VEIL_CONF_KEY(pp, name), false,
-                       &v[i].port) < 0)
+        if (veil_res__port_value(p, veil_conf_map_value(ports, i), VEIL_CONF_KEY(pp, name), false,
+                                 &v[i].port) < 0)
             return -EINVAL;
-        if (dup_to(p, name, &v[i].name) < 0)
+        if (veil_res__dup_to(p, name, &v[i].name) < 0)
             return -ENOMEM;
     }
     w->ports = v;
@@ -841,15 +852,15 @@ static int parse_workload_entry(struct rp *p, const struct veil_conf_node *doc)
     const char *node = veil_res_label_get(&r->labels, VEIL_RES_NODE_LABEL);
     if (node == NULL)
         node = veil_res_label_get(&r->annotations, VEIL_RES_NODE_LABEL);
-    if (node != NULL && !dns_subdomain(node, strlen(node)))
+    if (node != NULL && !veil_res__dns_subdomain(node, strlen(node)))
         return veil_conf_errf(p->err, doc, VEIL_CONF_KEY(NULL, "metadata"),
                               "%s: \"%s\" is not a valid node name", VEIL_RES_NODE_LABEL, node);
     w->node = node;
-    return dup_to(p, sa, &w->service_account);
+    return veil_res__dup_to(p, sa, &w->service_account);
 }
 
 /* One rules[i].from[j].source or rules[i].to[j].operation. */
-static int parse_source(struct rp *p, const struct veil_conf_node *m,
+static int parse_source(struct veil_res__rp *p, const struct veil_conf_node *m,
                         const struct veil_conf_path *path)
 {
     static const char *const known[] = {"principals",
@@ -864,7 +875,7 @@ static int parse_source(struct rp *p, const struct veil_conf_node *m,
                                         "notRemoteIpBlocks",
                                         NULL};
     if (veil_conf_expect(m, path, VEIL_CONF_MAP, p->err) < 0 ||
-        known_fields(p, m, path, known) < 0 ||
+        veil_res__known_fields(p, m, path, known) < 0 ||
         str_list(p, m, path, "principals", check_nonempty) < 0 ||
         str_list(p, m, path, "notPrincipals", check_nonempty) < 0 ||
         str_list(p, m, path, "requestPrincipals", check_nonempty) < 0 ||
@@ -879,13 +890,13 @@ static int parse_source(struct rp *p, const struct veil_conf_node *m,
     return 0;
 }
 
-static int parse_operation(struct rp *p, const struct veil_conf_node *m,
+static int parse_operation(struct veil_res__rp *p, const struct veil_conf_node *m,
                            const struct veil_conf_path *path)
 {
     static const char *const known[] = {"ports",      "notPorts", "hosts",    "notHosts", "methods",
                                         "notMethods", "paths",    "notPaths", NULL};
     if (veil_conf_expect(m, path, VEIL_CONF_MAP, p->err) < 0 ||
-        known_fields(p, m, path, known) < 0 || port_list(p, m, path, "ports") < 0 ||
+        veil_res__known_fields(p, m, path, known) < 0 || port_list(p, m, path, "ports") < 0 ||
         port_list(p, m, path, "notPorts") < 0 || str_list(p, m, path, "hosts", NULL) < 0 ||
         str_list(p, m, path, "notHosts", NULL) < 0 || str_list(p, m, path, "methods", NULL) < 0 ||
         str_list(p, m, path, "notMethods", NULL) < 0 || str_list(p, m, path, "paths", NULL) < 0 ||
@@ -895,9 +906,9 @@ static int parse_operation(struct rp *p, const struct veil_conf_node *m,
 }
 
 /* rules[i].from or rules[i].to: a list of {source: ...} / {operation: ...}. */
-static int parse_clauses(struct rp *p, const struct veil_conf_node *rule,
+static int parse_clauses(struct veil_res__rp *p, const struct veil_conf_node *rule,
                          const struct veil_conf_path *path, const char *key, const char *inner,
-                         int (*one)(struct rp *, const struct veil_conf_node *,
+                         int (*one)(struct veil_res__rp *, const struct veil_conf_node *,
                                     const struct veil_conf_path *))
 {
     const struct veil_conf_node *seq = NULL;
@@ -909,14 +920,15 @@ static int parse_clauses(struct rp *p, const struct veil_conf_node *rule,
         const struct veil_conf_path *cp = VEIL_CONF_IDX(lp, i);
         const char *const known[] = {inner, NULL};
         if (veil_conf_expect(c, cp, VEIL_CONF_MAP, p->err) < 0 ||
-            known_fields(p, c, cp, known) < 0 || veil_conf_req_map(c, cp, inner, &m, p->err) < 0 ||
+            veil_res__known_fields(p, c, cp, known) < 0 ||
+            veil_conf_req_map(c, cp, inner, &m, p->err) < 0 ||
             one(p, m, VEIL_CONF_KEY(cp, inner)) < 0)
             return -EINVAL;
     }
     return 0;
 }
 
-static int parse_conditions(struct rp *p, const struct veil_conf_node *rule,
+static int parse_conditions(struct veil_res__rp *p, const struct veil_conf_node *rule,
                             const struct veil_conf_path *path)
 {
     static const char *const known[] = {"key", "values", "notValues", NULL};
@@ -929,7 +941,7 @@ static int parse_conditions(struct rp *p, const struct veil_conf_node *rule,
         const struct veil_conf_path *cp = VEIL_CONF_IDX(lp, i);
         const char *key;
         if (veil_conf_expect(c, cp, VEIL_CONF_MAP, p->err) < 0 ||
-            known_fields(p, c, cp, known) < 0 ||
+            veil_res__known_fields(p, c, cp, known) < 0 ||
             veil_conf_req_str(c, cp, "key", &key, p->err) < 0 ||
             str_list(p, c, cp, "values", NULL) < 0 || str_list(p, c, cp, "notValues", NULL) < 0)
             return -EINVAL;
@@ -937,7 +949,61 @@ static int parse_conditions(struct rp *p, const struct veil_conf_node *rule,
     return 0;
 }
 
-static int parse_authz(struct rp *p, const struct veil_conf_node *doc)
+/* Does condition key `key` name something only a waypoint sees? */
+static bool l7_condition(const char *key)
+{
+    static const char *const l4[] = {
+        "source.ip",        "remote.ip", "destination.ip", "destination.port", "source.namespace",
+        "source.principal", NULL};
+    for (size_t i = 0; l4[i] != NULL; i++)
+        if (strcmp(key, l4[i]) == 0)
+            return false;
+    return true;
+}
+
+/* The first non-empty list of `keys` in rule[key][j][inner]: writes its path. */
+static bool clause_l7(const struct veil_conf_node *rule, const char *key, const char *inner,
+                      const char *const *keys, size_t ri, char *at, size_t n)
+{
+    const struct veil_conf_node *seq = veil_conf_map_get(rule, key);
+    for (size_t j = 0; j < veil_conf_len(seq); j++) {
+        const struct veil_conf_node *m = veil_conf_map_get(veil_conf_seq_at(seq, j), inner);
+        for (size_t k = 0; keys[k] != NULL; k++) {
+            if (veil_conf_len(veil_conf_map_get(m, keys[k])) > 0) {
+                snprintf(at, n, "spec.rules[%zu].%s[%zu].%s.%s", ri, key, j, inner, keys[k]);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* Records the first field of the policy that only a waypoint can check. */
+static int authz_l7(struct veil_res__rp *p, const struct veil_conf_node *rules)
+{
+    static const char *const src_l7[] = {"requestPrincipals", "notRequestPrincipals", NULL};
+    static const char *const op_l7[] = {"hosts", "notHosts", "methods", "notMethods",
+                                        "paths", "notPaths", NULL};
+    char at[128];
+    for (size_t i = 0; i < veil_conf_len(rules); i++) {
+        const struct veil_conf_node *rule = veil_conf_seq_at(rules, i);
+        const struct veil_conf_node *when = veil_conf_map_get(rule, "when");
+        bool found = clause_l7(rule, "from", "source", src_l7, i, at, sizeof(at)) ||
+                     clause_l7(rule, "to", "operation", op_l7, i, at, sizeof(at));
+        for (size_t j = 0; !found && j < veil_conf_len(when); j++) {
+            const char *key = veil_conf_str(veil_conf_map_get(veil_conf_seq_at(when, j), "key"));
+            if (key != NULL && l7_condition(key)) {
+                snprintf(at, sizeof(at), "spec.rules[%zu].when[%zu]", i, j);
+                found = true;
+            }
+        }
+        if (found)
+            return veil_res__dup_to(p, at, &p->r->u.authz.l7_field);
+    }
+    return 0;
+}
+
+static int parse_authz(struct veil_res__rp *p, const struct veil_conf_node *doc)
 {
     static const char *const known[] = {"selector", "targetRef", "targetRefs", "action",
                                         "provider", "rules",     NULL};
@@ -948,7 +1014,7 @@ static int parse_authz(struct rp *p, const struct veil_conf_node *doc)
     const struct veil_conf_node *spec = NULL, *sel = NULL, *rules = NULL;
     const char *action = "ALLOW";
     if (veil_conf_get_map(doc, NULL, "spec", &spec, p->err) < 0 ||
-        known_fields(p, spec, sp, known) < 0 ||
+        veil_res__known_fields(p, spec, sp, known) < 0 ||
         veil_conf_get_map(spec, sp, "selector", &sel, p->err) < 0 ||
         parse_selector_map(p, sel, selp, "matchLabels", &a->has_selector, &a->selector) < 0 ||
         veil_conf_get_str(spec, sp, "action", &action, p->err) < 0 ||
@@ -975,16 +1041,18 @@ static int parse_authz(struct rp *p, const struct veil_conf_node *doc)
         const struct veil_conf_node *rule = veil_conf_seq_at(rules, i);
         const struct veil_conf_path *ip = VEIL_CONF_IDX(rp, i);
         if (veil_conf_expect(rule, ip, VEIL_CONF_MAP, p->err) < 0 ||
-            known_fields(p, rule, ip, rule_known) < 0 ||
+            veil_res__known_fields(p, rule, ip, rule_known) < 0 ||
             parse_clauses(p, rule, ip, "from", "source", parse_source) < 0 ||
             parse_clauses(p, rule, ip, "to", "operation", parse_operation) < 0 ||
             parse_conditions(p, rule, ip) < 0)
             return -EINVAL;
     }
-    return 0;
+    a->has_target_refs = veil_conf_map_get(spec, "targetRef") != NULL ||
+                         veil_conf_map_get(spec, "targetRefs") != NULL;
+    return authz_l7(p, rules);
 }
 
-static int mtls_mode(struct rp *p, const struct veil_conf_node *m,
+static int mtls_mode(struct veil_res__rp *p, const struct veil_conf_node *m,
                      const struct veil_conf_path *path, enum veil_res_mtls *out)
 {
     const char *mode = "UNSET";
@@ -1001,7 +1069,7 @@ static int mtls_mode(struct rp *p, const struct veil_conf_node *m,
                           "unknown mode \"%s\" (STRICT, PERMISSIVE, DISABLE or UNSET)", mode);
 }
 
-static int parse_peer_authn(struct rp *p, const struct veil_conf_node *doc)
+static int parse_peer_authn(struct veil_res__rp *p, const struct veil_conf_node *doc)
 {
     struct veil_res_peer_authn *a = &p->r->u.pa;
     const struct veil_conf_path *sp = VEIL_CONF_KEY(NULL, "spec");
@@ -1019,12 +1087,12 @@ static int parse_peer_authn(struct rp *p, const struct veil_conf_node *doc)
     a->nports = veil_conf_len(plm);
     struct veil_res_port_mtls *v = NULL;
     if (a->nports > 0 && (v = veil_arena_zalloc(&p->r->_arena, a->nports * sizeof(*v))) == NULL)
-        return oom(p);
+        return veil_res__oom(p);
     for (size_t i = 0; i < a->nports; i++) {
         const struct veil_conf_node *k = veil_conf_map_key(plm, i);
         const struct veil_conf_node *m = veil_conf_map_value(plm, i);
         const struct veil_conf_path *kp = VEIL_CONF_KEY(pp, k->v.str.ptr);
-        if (port_value(p, k, kp, true, &v[i].port) < 0 ||
+        if (veil_res__port_value(p, k, kp, true, &v[i].port) < 0 ||
             veil_conf_expect(m, kp, VEIL_CONF_MAP, p->err) < 0 ||
             mtls_mode(p, m, kp, &v[i].mode) < 0)
             return -EINVAL;
@@ -1033,7 +1101,7 @@ static int parse_peer_authn(struct rp *p, const struct veil_conf_node *doc)
     return 0;
 }
 
-static int parse_kind(struct rp *p, const struct veil_conf_node *doc)
+static int parse_kind(struct veil_res__rp *p, const struct veil_conf_node *doc)
 {
     switch (p->r->kind) {
     case VEIL_RES_SERVICE:
@@ -1046,6 +1114,9 @@ static int parse_kind(struct rp *p, const struct veil_conf_node *doc)
         return parse_authz(p, doc);
     case VEIL_RES_PEER_AUTHN:
         return parse_peer_authn(p, doc);
+    case VEIL_RES_HTTP_ROUTE:
+    case VEIL_RES_GRPC_ROUTE:
+        return veil_res__parse_route(p, doc, p->r->kind == VEIL_RES_GRPC_ROUTE);
     default:
         return 0;
     }
@@ -1067,7 +1138,7 @@ static int parse_doc(const struct veil_conf_node *doc, enum veil_res_source src,
     veil_arena_init(&r->_arena, 1024, SIZE_MAX);
     r->source = src;
     r->line = doc->pos.line;
-    struct rp p = {r, err, doc};
+    struct veil_res__rp p = {r, err, doc};
     char group[256];
     int rc = parse_header(&p, doc, group, sizeof(group));
     if (rc == 0)
@@ -1075,9 +1146,9 @@ static int parse_doc(const struct veil_conf_node *doc, enum veil_res_source src,
     if (rc == 0 && full)
         rc = parse_kind(&p, doc);
     if (rc == 0)
-        rc = dup_to(&p, doc->pos.file != NULL ? doc->pos.file : "", &r->file);
+        rc = veil_res__dup_to(&p, doc->pos.file != NULL ? doc->pos.file : "", &r->file);
     if (rc == 0 && (r->raw = veil_res__conf_to_json(doc)) == NULL)
-        rc = oom(&p);
+        rc = veil_res__oom(&p);
     if (rc < 0) {
         veil_res_free(r);
         return rc == -ENOMEM ? -ENOMEM : -EINVAL;

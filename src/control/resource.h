@@ -23,6 +23,12 @@
 
 /* The label/annotation naming the node of a WorkloadEntry. */
 #define VEIL_RES_NODE_LABEL "veil.io/node"
+/* A Service's or Namespace's waypoint ("none": a Service opts out). */
+#define VEIL_RES_USE_WAYPOINT_LABEL "istio.io/use-waypoint"
+/* The label of a waypoint's workload: its waypoint name (as Istio's pods). */
+#define VEIL_RES_GATEWAY_NAME_LABEL "gateway.networking.k8s.io/gateway-name"
+/* The API group of HTTPRoute and GRPCRoute. */
+#define VEIL_RES_GATEWAY_GROUP "gateway.networking.k8s.io"
 
 /*
  * Parses and validates one document (a map, typically a veil_conf_doc()).
@@ -58,6 +64,8 @@ const char *veil_res_mtls_str(enum veil_res_mtls m);
 bool veil_res_is_workload(const struct veil_res *r);
 /* True for AuthorizationPolicy and PeerAuthentication. */
 bool veil_res_is_policy(const struct veil_res *r);
+/* True for HTTPRoute and GRPCRoute. */
+bool veil_res_is_route(const struct veil_res *r);
 
 /* The value of label `key`, or NULL. Binary search. */
 const char *veil_res_label_get(const struct veil_res_labels *l, const char *key);

@@ -37,7 +37,7 @@ struct vkey {
     char s[];
 };
 
-enum item_kind { IT_WORKLOAD, IT_SERVICE, IT_POLICY };
+enum item_kind { IT_WORKLOAD, IT_SERVICE, IT_ROUTE, IT_POLICY };
 
 struct item {
     struct vkey *key;
@@ -91,6 +91,7 @@ struct node {
 
 /* Per namespace: its services, workloads and policies. */
 struct nsidx {
+    struct veil_store__map svcs;     /* res id -> every Service */
     struct veil_store__map sel_all;  /* res id -> Service with an empty selector */
     struct veil_store__map svc_by_1; /* "k=v" of a selector's first pair -> struct post */
     struct veil_store__map wl_by_kv; /* "k=v" of each workload label -> struct post */
@@ -113,18 +114,25 @@ struct veil_views {
     struct veil_store *store;
     char *trust_domain, *root_ns;
     size_t node_log_max;
-    struct veil_store__map keys;  /* intern table: s -> vkey */
-    struct veil_store__map items; /* key -> item */
-    struct veil_store__map svc_items;
-    struct veil_store__map shared; /* shared keys with a non-zero base -> vkey (ref) */
-    struct veil_store__map nodes;  /* name -> node */
-    struct veil_store__map ns;     /* name -> nsidx */
+    struct veil_store__map keys;         /* intern table: s -> vkey */
+    struct veil_store__map items;        /* key -> item */
+    struct veil_store__map global_items; /* the items every node gets: Services, routes */
+    struct veil_store__map shared;       /* shared keys with a non-zero base -> vkey (ref) */
+    struct veil_store__map nodes;        /* name -> node */
+    struct veil_store__map ns;           /* name -> nsidx */
     struct veil_view_sub **subs;
     size_t nsubs, subs_cap;
     bool broken; /* an update failed half-way: rebuild before use */
 };
 
 /* ---- keys ------------------------------------------------------------------ */
+
+/* Items every node gets: Services and routes. Their keys are shared. */
+static bool key_is_global(const char *s)
+{
+    return strncmp(s, "Service/", 8) == 0 || strncmp(s, "HTTPRoute/", 10) == 0 ||
+           strncmp(s, "GRPCRoute/", 10) == 0;
+}
 
 static struct vkey *key_get(struct veil_views *v, const char *s)
 {
@@ -142,7 +150,7 @@ static struct vkey *key_get(struct veil_views *v, const char *s)
     k->h = h;
     k->base = 0;
     k->refs = 1;
-    k->shared = strncmp(s, "Service/", 8) == 0;
+    k->shared = key_is_global(s);
     memcpy(k->s, s, n);
     if (veil_store__map_put(&v->keys, k->s, h, k, 0) < 0) {
         veil_free(k);
@@ -520,10 +528,14 @@ static void post_clear(struct veil_store__map *idx)
     veil_store__map_free(idx);
 }
 
-/* Indexes (add) or unindexes a Service by its selector. */
+/* Indexes (add) or unindexes a Service: in the namespace and by its selector. */
 static int svc_index(struct nsidx *x, const struct veil_res *s, bool add)
 {
     const struct veil_res_labels *sel = &s->u.svc.selector;
+    if (!add)
+        veil_store__map_del(&x->svcs, s->id, H(s->id));
+    else if (veil_store__map_put(&x->svcs, s->id, H(s->id), (void *)s, 0) < 0)
+        return -ENOMEM;
     if (!s->u.svc.has_selector)
         return 0;
     if (sel->n == 0 && add)
@@ -557,6 +569,7 @@ static int wl_index(struct nsidx *x, const struct veil_res *w, bool add)
 
 static void ns_free(struct veil_views *v, struct nsidx *x)
 {
+    veil_store__map_free(&x->svcs);
     veil_store__map_free(&x->sel_all);
     post_clear(&x->svc_by_1);
     post_clear(&x->wl_by_kv);
@@ -654,6 +667,65 @@ static json_t *endpoint(const struct veil_views *v, const struct veil_res *svc,
                      w->u.wl.node, "identity", identity(v, w, id, sizeof(id)), "ports", ports);
 }
 
+/* ---- waypoints ------------------------------------------------------------------ */
+
+/*
+ * The waypoint name Service svc asks for: its label istio.io/use-waypoint,
+ * else its namespace's; "none" (or "") is none. NULL: none.
+ */
+static const char *waypoint_name(const struct veil_views *v, const struct veil_res *svc)
+{
+    const char *w = veil_res_label_get(&svc->labels, VEIL_RES_USE_WAYPOINT_LABEL);
+    if (w == NULL) {
+        char id[KEY_MAX];
+        veil_res_id_format(id, sizeof(id), VEIL_RES_NAMESPACE, "", svc->ns);
+        const struct veil_res *ns = veil_store_get(v->store, id);
+        w = ns != NULL ? veil_res_label_get(&ns->labels, VEIL_RES_USE_WAYPOINT_LABEL) : NULL;
+    }
+    return w != NULL && w[0] != '\0' && strcmp(w, "none") != 0 ? w : NULL;
+}
+
+/* The workload of waypoint ns/name: labelled with its name, with an
+ * address; the first by name when there are several. NULL: none. */
+static const struct veil_res *waypoint_find(const struct veil_views *v, const char *ns,
+                                            const char *name)
+{
+    struct veil_store__slot *sl = veil_store__map_find(&v->ns, ns, H(ns));
+    const struct veil_res_label l = {VEIL_RES_GATEWAY_NAME_LABEL, name};
+    const struct veil_store__map *m =
+        sl != NULL ? post_get(&((struct nsidx *)sl->p)->wl_by_kv, &l) : NULL;
+    const struct veil_res *best = NULL;
+    if (m == NULL)
+        return NULL;
+    MAP_EACH(m, ws)
+    {
+        const struct veil_res *w = ws->p;
+        if (w->u.wl.address != NULL && (best == NULL || strcmp(w->name, best->name) < 0))
+            best = w;
+    }
+    return best;
+}
+
+/* Adds "waypoint" to a Service's spec when it has one (CONTRACT A); consumes spec. */
+static json_t *service_waypoint(const struct veil_views *v, const struct veil_res *svc,
+                                json_t *spec)
+{
+    const char *name = waypoint_name(v, svc);
+    const struct veil_res *w = name != NULL ? waypoint_find(v, svc->ns, name) : NULL;
+    if (w == NULL)
+        return spec;
+    char id[KEY_MAX], key[KEY_MAX];
+    snprintf(key, sizeof(key), "Workload/%s/%s", w->ns, w->name);
+    json_t *wp =
+        json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", name, "namespace", w->ns, "address",
+                  w->u.wl.address, "identity", identity(v, w, id, sizeof(id)), "workload", key);
+    if (wp == NULL || json_object_set_new(spec, "waypoint", wp) < 0) {
+        json_decref(spec);
+        return NULL;
+    }
+    return spec;
+}
+
 static json_t *service_spec(struct veil_views *v, const struct veil_res *svc)
 {
     json_t *ports = json_array(), *eps = json_array();
@@ -703,8 +775,9 @@ static json_t *service_spec(struct veil_views *v, const struct veil_res *svc)
         json_decref(eps);
         return NULL;
     }
-    return json_pack("{s:s?,s:o,s:o}", "clusterIP", svc->cluster_ip, "ports", ports, "endpoints",
-                     eps);
+    json_t *spec =
+        json_pack("{s:s?,s:o,s:o}", "clusterIP", svc->cluster_ip, "ports", ports, "endpoints", eps);
+    return spec != NULL ? service_waypoint(v, svc, spec) : NULL;
 }
 
 static json_t *policy_spec(const struct veil_res *r)
@@ -735,6 +808,10 @@ static struct item *item_make(struct veil_views *v, struct vkey *k, const struct
         spec = service_spec(v, r);
         kind = "Service";
         ik = IT_SERVICE;
+    } else if (veil_res_is_route(r)) {
+        spec = policy_spec(r); /* the spec as written */
+        kind = r->kind_name;
+        ik = IT_ROUTE;
     } else {
         spec = policy_spec(r);
         kind = r->kind_name;
@@ -846,8 +923,9 @@ static int item_refresh(struct veil_views *v, struct vkey *k)
     struct item *it = NULL;
     if (r != NULL && (it = item_make(v, k, r)) == NULL)
         return -ENOMEM;
+    bool global = it != NULL && (it->kind == IT_SERVICE || it->kind == IT_ROUTE);
     if (it != NULL && (veil_store__map_reserve(&v->items, 1) < 0 ||
-                       (it->kind == IT_SERVICE && veil_store__map_reserve(&v->svc_items, 1) < 0))) {
+                       (global && veil_store__map_reserve(&v->global_items, 1) < 0))) {
         item_free(v, it);
         return -ENOMEM;
     }
@@ -859,13 +937,13 @@ static int item_refresh(struct veil_views *v, struct vkey *k)
     struct item *prev = old != NULL ? old->p : NULL;
     if (prev != NULL) {
         veil_store__map_del(&v->items, k->s, k->h);
-        veil_store__map_del(&v->svc_items, k->s, k->h);
+        veil_store__map_del(&v->global_items, k->s, k->h);
         item_free(v, prev);
     }
     if (it != NULL) {
         veil_store__map_put(&v->items, it->key->s, k->h, it, 0);
-        if (it->kind == IT_SERVICE)
-            veil_store__map_put(&v->svc_items, it->key->s, k->h, it, 0);
+        if (global)
+            veil_store__map_put(&v->global_items, it->key->s, k->h, it, 0);
     }
     return 0;
 }
@@ -979,6 +1057,43 @@ static int node_account(struct veil_views *v, struct batch *b, const struct veil
     return 0;
 }
 
+/* The Services of namespace x that ask for waypoint `name` (NULL: all of them). */
+static int mark_waypoint_users(struct veil_views *v, struct batch *b, struct nsidx *x,
+                               const char *name)
+{
+    MAP_EACH(&x->svcs, sl)
+    {
+        const struct veil_res *s = sl->p;
+        const char *w = name != NULL ? waypoint_name(v, s) : NULL;
+        if ((name == NULL || (w != NULL && strcmp(w, name) == 0)) && batch_add(v, b, s->id) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* A waypoint's workload changed: the Services that use (or would use) it. */
+static int mark_waypoint(struct veil_views *v, struct batch *b, struct nsidx *x,
+                         const struct veil_res *w)
+{
+    const char *name =
+        w != NULL ? veil_res_label_get(&w->labels, VEIL_RES_GATEWAY_NAME_LABEL) : NULL;
+    return name != NULL ? mark_waypoint_users(v, b, x, name) : 0;
+}
+
+/* A Namespace whose use-waypoint label changed: all its Services. */
+static int change_namespace(struct veil_views *v, struct batch *b, const struct veil_res *before,
+                            const struct veil_res *after)
+{
+    const struct veil_res *r = after ? after : before;
+    const char *wb =
+        before ? veil_res_label_get(&before->labels, VEIL_RES_USE_WAYPOINT_LABEL) : NULL;
+    const char *wa = after ? veil_res_label_get(&after->labels, VEIL_RES_USE_WAYPOINT_LABEL) : NULL;
+    if ((wb == NULL && wa == NULL) || (wb != NULL && wa != NULL && strcmp(wb, wa) == 0))
+        return 0;
+    struct nsidx *x = ns_get(v, r->name);
+    return x != NULL ? mark_waypoint_users(v, b, x, NULL) : -ENOMEM;
+}
+
 static int change_workload(struct veil_views *v, struct batch *b, const struct veil_res *before,
                            const struct veil_res *after)
 {
@@ -1003,6 +1118,10 @@ static int change_workload(struct veil_views *v, struct batch *b, const struct v
         if (rc == 0)
             rc = mark_selecting(v, b, x, &after->labels);
     }
+    if (rc == 0)
+        rc = mark_waypoint(v, b, x, before);
+    if (rc == 0)
+        rc = mark_waypoint(v, b, x, after);
     if (k != NULL)
         key_unref(v, k);
     return rc < 0 ? -ENOMEM : 0;
@@ -1044,6 +1163,10 @@ static int apply_change(struct veil_views *v, struct batch *b, const struct veil
         return change_workload(v, b, before, after);
     if (r->kind == VEIL_RES_SERVICE || veil_res_is_policy(r))
         return change_other(v, b, before, after);
+    if (veil_res_is_route(r))
+        return batch_add(v, b, r->id);
+    if (r->kind == VEIL_RES_NAMESPACE)
+        return change_namespace(v, b, before, after);
     return 0;
 }
 
@@ -1082,7 +1205,7 @@ static void registry_clear(struct veil_views *v)
     MAP_EACH(&v->items, sl)
     item_free(v, sl->p);
     veil_store__map_free(&v->items);
-    veil_store__map_free(&v->svc_items);
+    veil_store__map_free(&v->global_items);
     MAP_EACH(&v->ns, sl)
     ns_free(v, sl->p);
     veil_store__map_free(&v->ns);
@@ -1154,6 +1277,7 @@ static bool wants(struct veil_views *v, const struct node *n, const struct item 
     case IT_WORKLOAD:
         return it->node != NULL && strcmp(it->node, n->name) == 0;
     case IT_SERVICE:
+    case IT_ROUTE:
         return true;
     default:
         return strcmp(it->ns, v->root_ns) == 0 || cnt_get(&n->ns_count, it->ns) > 0;
@@ -1171,7 +1295,7 @@ static uint64_t want_hash(struct veil_views *v, const struct node *n, const stru
 static int full_view(struct veil_views *v, const struct node *n, struct veil_store__map *out)
 {
     *out = (struct veil_store__map){0};
-    MAP_EACH(&v->svc_items, sl)
+    MAP_EACH(&v->global_items, sl)
     if (veil_store__map_put(out, sl->key, sl->h, sl->p, ((struct item *)sl->p)->hash) < 0)
         return -ENOMEM;
     MAP_EACH(&n->wls, sl)
@@ -1645,6 +1769,54 @@ const char *veil_views_item(struct veil_views *v, const char *key)
         return NULL;
     struct veil_store__slot *sl = veil_store__map_find(&v->items, key, H(key));
     return sl != NULL ? ((struct item *)sl->p)->text : NULL;
+}
+
+const struct veil_res *veil_views_service_waypoint(struct veil_views *v, const struct veil_res *svc,
+                                                   const char **name)
+{
+    *name = NULL;
+    if (ensure_built(v) < 0)
+        return NULL;
+    *name = waypoint_name(v, svc);
+    return *name != NULL ? waypoint_find(v, svc->ns, *name) : NULL;
+}
+
+const struct veil_res *veil_views_waypoint(struct veil_views *v, const char *ns, const char *name)
+{
+    return ensure_built(v) == 0 ? waypoint_find(v, ns, name) : NULL;
+}
+
+bool veil_views_workload_has_waypoint(struct veil_views *v, const struct veil_res *w)
+{
+    if (ensure_built(v) < 0)
+        return false;
+    struct veil_store__slot *sl = veil_store__map_find(&v->ns, w->ns, H(w->ns));
+    if (sl == NULL || w->u.wl.address == NULL)
+        return false;
+    MAP_EACH(&((struct nsidx *)sl->p)->svcs, ss)
+    {
+        const struct veil_res *s = ss->p;
+        const char *name;
+        if (s->u.svc.has_selector && veil_res_selects(&s->u.svc.selector, &w->labels) &&
+            (name = waypoint_name(v, s)) != NULL && waypoint_find(v, s->ns, name) != NULL)
+            return true;
+    }
+    return false;
+}
+
+const struct veil_store *veil_views_store(const struct veil_views *v)
+{
+    return v->store;
+}
+
+const char *veil_views_root_ns(const struct veil_views *v)
+{
+    return v->root_ns;
+}
+
+const char *veil_views_trust_domain(const struct veil_views *v)
+{
+    return v->trust_domain;
 }
 
 /* ---- life -------------------------------------------------------------------------- */

@@ -8,9 +8,18 @@
  *   Service/ns/name              a Service with its endpoints (sent to every node)
  *   AuthorizationPolicy/ns/name  sent to nodes with a workload in ns, and to
  *   PeerAuthentication/ns/name   every node when ns is the root namespace
+ *   HTTPRoute/ns/name            the route's spec as written (sent to every node)
+ *   GRPCRoute/ns/name
+ *
+ * A Service's item carries "waypoint" (docs/resources.md) when the Service's
+ * label istio.io/use-waypoint (else its Namespace's; "none" opts out) names
+ * a waypoint that exists: a workload of the Service's namespace labelled
+ * gateway.networking.k8s.io/gateway-name: <name>, with an address. A change
+ * of that Namespace label, of such a workload, or of the Service recomputes
+ * the Services concerned.
  *
  * Per node the views keep what they last sent (key -> hash of the item's
- * canonical JSON; Services, which every node gets, are recorded once for
+ * canonical JSON; Services and routes, which every node gets, are recorded once for
  * all nodes, and per node only where it differs from the current item)
  * and a bounded delta log (version, key, previous hash), so
  * a node that reconnects at version V gets only what changed since V. The
@@ -31,8 +40,11 @@
 #ifndef VEIL_CONTROL_VIEW_H
 #define VEIL_CONTROL_VIEW_H
 
+#include "control/resource-t.h"
 #include "control/store-t.h"
 #include "control/view-t.h"
+
+#include <jansson.h>
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -97,5 +109,32 @@ void veil_views_each_node(struct veil_views *v,
  * or NULL. Valid until the next store change. For status and tests.
  */
 const char *veil_views_item(struct veil_views *v, const char *key);
+
+/*
+ * The waypoint of Service `svc` (a resource of the store): *name is the
+ * waypoint it asks for (NULL: none); returns the workload of that waypoint,
+ * or NULL when it asks for none or none exists (no such workload with an
+ * address). Valid until the next store change.
+ */
+const struct veil_res *veil_views_service_waypoint(struct veil_views *v, const struct veil_res *svc,
+                                                   const char **name);
+
+/* The workload of waypoint ns/name (as for a Service), or NULL. */
+const struct veil_res *veil_views_waypoint(struct veil_views *v, const char *ns, const char *name);
+
+/* Is workload `w` an endpoint of a Service of its namespace that has a waypoint? */
+bool veil_views_workload_has_waypoint(struct veil_views *v, const struct veil_res *w);
+
+/* The store the views read, their root namespace and trust domain. */
+const struct veil_store *veil_views_store(const struct veil_views *v);
+const char *veil_views_root_ns(const struct veil_views *v);
+const char *veil_views_trust_domain(const struct veil_views *v);
+
+/*
+ * view_status.c: adds the L7 parts of the status document (docs/control.md)
+ * to the JSON object `st`: "waypoints", "routes" and "l7Policies". 0, or
+ * -ENOMEM (st may then hold part of them).
+ */
+int veil_views_l7_status(struct veil_views *v, json_t *st);
 
 #endif

@@ -350,9 +350,10 @@ static void test_ignored_listed(void **state)
 {
     (void)state;
     struct veil_store *s = open_store(NULL);
-    apply_ok(s, BASE "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: "
-                     "{name: r}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, "
-                     "namespace: default}\n");
+    apply_ok(s,
+             BASE "---\napiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: "
+                  "{name: r}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, "
+                  "namespace: default}\n");
     const struct veil_res **v;
     size_t n;
     assert_int_equal(veil_store_list(s, VEIL_RES_IGNORED, &v, &n), 0);
@@ -360,7 +361,7 @@ static void test_ignored_listed(void **state)
     assert_string_equal(v[0]->id, "ConfigMap/default/cm");
     assert_string_equal(v[0]->file, "ok.yaml");
     assert_int_equal(v[0]->line, 18);
-    assert_string_equal(v[1]->kind_name, "HTTPRoute");
+    assert_string_equal(v[1]->kind_name, "TCPRoute"); /* HTTPRoute is a known kind */
     veil_free(v);
     assert_int_equal(veil_store_list(s, VEIL_RES_SERVICE, &v, &n), 0);
     assert_int_equal(n, 1);

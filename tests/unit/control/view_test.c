@@ -712,6 +712,353 @@ static void test_alloc_failures(void **state)
     veil_view_unsubscribe(s);
 }
 
+/* ---- routes, waypoints and the L7 status ---- */
+
+#define ROUTE(name, parent)                                                                        \
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: " name            \
+    ", namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: " parent         \
+    ", port: 80}]\n  rules:\n  - matches: [{headers: [{name: x-v, value: \"2\"}]}]\n"              \
+    "    backendRefs: [{name: cart-v2, port: 80}]\n  - backendRefs: [{name: cart, port: 80, "      \
+    "weight: 90}, {name: cart-v3, port: 80, weight: 10}]\n"
+#define SHOP_SVC(name, labels)                                                                     \
+    "apiVersion: v1\nkind: Service\nmetadata: {name: " name ", namespace: shop, labels: {" labels  \
+    "}}\nspec:\n  selector: {app: " name "}\n  ports: [{name: http, port: 80}]\n"
+#define SHOP_POD(name, app, ip)                                                                    \
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: " name ", namespace: shop, labels: {app: " app    \
+    "}}\nspec: {nodeName: n5, serviceAccountName: " app "}\nstatus: {podIP: " ip "}\n"
+#define WAYPOINT(name, gw, ip)                                                                     \
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: " name ", namespace: shop, labels: "              \
+    "{gateway.networking.k8s.io/gateway-name: " gw "}}\nspec: {nodeName: wp.shop." gw              \
+    ", serviceAccountName: " gw "}\nstatus: {podIP: " ip "}\n"
+#define SHOP_NS(labels)                                                                            \
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {" labels "}}\n"
+
+/* Applies each document of a NULL-terminated list, one apply each. */
+static void apply_each(struct veil_store *s, const char *const *docs)
+{
+    for (size_t i = 0; docs[i] != NULL; i++)
+        apply(s, docs[i]);
+}
+
+/* The "waypoint" of Service shop/NAME's current item, or NULL (a new reference). */
+static json_t *waypoint_of(struct fx *f, const char *svc)
+{
+    char key[128];
+    snprintf(key, sizeof(key), "Service/shop/%s", svc);
+    const char *text = veil_views_item(f->v, key);
+    assert_non_null(text);
+    json_t *it = json_loads(text, 0, NULL);
+    json_t *w = json_incref(json_object_get(json_object_get(it, "spec"), "waypoint"));
+    json_decref(it);
+    return w;
+}
+
+/* Polls `s`; the "waypoint" of Service shop/NAME in the update (which must
+ * carry that Service), or NULL when it has none. */
+static json_t *polled_waypoint(struct veil_view_sub *s, const char *svc)
+{
+    char *json, key[128];
+    snprintf(key, sizeof(key), "Service/shop/%s", svc);
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    struct upd u = parse_update(json);
+    json_t *it = upsert(&u, key);
+    assert_non_null(it);
+    json_t *w = json_incref(json_object_get(json_object_get(it, "spec"), "waypoint"));
+    json_decref(u.root);
+    return w;
+}
+
+static void assert_waypoint(json_t *w, const char *name, const char *address)
+{
+    assert_non_null(w);
+    assert_string_equal(json_string_value(json_object_get(w, "name")), name);
+    assert_string_equal(json_string_value(json_object_get(w, "namespace")), "shop");
+    assert_string_equal(json_string_value(json_object_get(w, "address")), address);
+    char id[128], wl[128];
+    snprintf(id, sizeof(id), "spiffe://cluster.local/ns/shop/sa/%s", name);
+    assert_string_equal(json_string_value(json_object_get(w, "identity")), id);
+    assert_int_equal(json_object_size(w), 5);
+    snprintf(wl, sizeof(wl), "Workload/shop/%s-0", name);
+    assert_string_equal(json_string_value(json_object_get(w, "workload")), wl);
+    json_decref(w);
+}
+
+static void test_routes_reach_every_node(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *s1, *s3;
+    char *json;
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, false, &s1, &json), 0);
+    veil_free(json);
+    apply(f->s, ROUTE("r", "cart") "---\napiVersion: gateway.networking.k8s.io/v1\nkind: "
+                                   "GRPCRoute\nmetadata: {name: g, namespace: shop}\nspec: "
+                                   "{rules: [{backendRefs: [{name: cart, port: 9000}]}]}\n");
+    assert_int_equal(veil_view_poll(s1, &json), 0);
+    struct upd u = parse_update(json);
+    json_t *r = upsert(&u, "HTTPRoute/shop/r");
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "kind")), "HTTPRoute");
+    assert_string_equal(json_string_value(json_object_get(r, "namespace")), "shop");
+    assert_string_equal(json_string_value(json_object_get(r, "name")), "r");
+    json_t *rules = json_object_get(json_object_get(r, "spec"), "rules");
+    assert_int_equal(json_array_size(rules), 2); /* the spec as written */
+    json_t *g = upsert(&u, "GRPCRoute/shop/g");
+    assert_string_equal(json_string_value(json_object_get(g, "kind")), "GRPCRoute");
+    assert_int_equal(nupserts(&u), 2);
+    json_decref(u.root);
+    /* A node with no workload in shop gets them too, in its snapshot. */
+    assert_int_equal(veil_view_subscribe(f->v, "n3", 0, false, &s3, &json), 0);
+    u = parse_update(json);
+    assert_non_null(upsert(&u, "HTTPRoute/shop/r"));
+    assert_non_null(upsert(&u, "GRPCRoute/shop/g"));
+    json_decref(u.root);
+    /* The canonical text: sorted keys. */
+    const char *text = veil_views_item(f->v, "GRPCRoute/shop/g");
+    assert_non_null(text);
+    assert_non_null(strstr(text, "{\"backendRefs\":[{\"name\":\"cart\",\"port\":9000}]}"));
+    /* A change and a delete reach both. */
+    apply(f->s, ROUTE("r", "pay"));
+    del(f->s, "GRPCRoute/shop/g");
+    struct veil_view_sub *subs[2] = {s1, s3};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(veil_view_poll(subs[i], &json), 0);
+        u = parse_update(json);
+        assert_non_null(upsert(&u, "HTTPRoute/shop/r"));
+        assert_true(removed(&u, "GRPCRoute/shop/g"));
+        assert_int_equal(nupserts(&u) + nremovals(&u), 2);
+        json_decref(u.root);
+    }
+    /* A resumed node gets what it missed. */
+    uint64_t have = veil_store_version(f->s);
+    veil_view_unsubscribe(s3);
+    del(f->s, "HTTPRoute/shop/r");
+    assert_int_equal(veil_view_subscribe(f->v, "n3", have, false, &s3, &json), 0);
+    u = parse_update(json);
+    assert_false(u.full);
+    assert_true(removed(&u, "HTTPRoute/shop/r"));
+    json_decref(u.root);
+    veil_view_unsubscribe(s1);
+    veil_view_unsubscribe(s3);
+}
+
+static void test_waypoint_field(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *s;
+    char *json;
+    static const char *const docs[] = {SHOP_NS("istio.io/use-waypoint: wp"),
+                                       SHOP_SVC("cart", ""),
+                                       SHOP_SVC("pay", "istio.io/use-waypoint: none"),
+                                       SHOP_SVC("ship", "istio.io/use-waypoint: wp2"),
+                                       SHOP_POD("cart-1", "cart", "10.5.0.1"),
+                                       WAYPOINT("wp-0", "wp", "198.18.1.12"),
+                                       NULL};
+    apply_each(f->s, docs);
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, false, &s, &json), 0);
+    struct upd u = parse_update(json);
+    json_t *spec = json_object_get(upsert(&u, "Service/shop/cart"), "spec");
+    assert_waypoint(json_incref(json_object_get(spec, "waypoint")), "wp", "198.18.1.12");
+    json_decref(u.root);
+    /* "none" opts out; a waypoint that does not exist is no waypoint. */
+    assert_null(waypoint_of(f, "pay"));
+    assert_null(waypoint_of(f, "ship"));
+    /* A Service without the label, in a namespace without it: none. */
+    json_t *web = json_loads(veil_views_item(f->v, "Service/default/web"), 0, NULL);
+    assert_null(json_object_get(json_object_get(web, "spec"), "waypoint"));
+    json_decref(web);
+    const struct veil_res *svc = veil_store_get(f->s, "Service/shop/ship");
+    const char *name;
+    assert_null(veil_views_service_waypoint(f->v, svc, &name));
+    assert_string_equal(name, "wp2");
+
+    /* The Service's own label changes: wp2 now exists, ship moves to it. */
+    apply(f->s, WAYPOINT("wp2-0", "wp2", "198.18.1.13"));
+    assert_waypoint(polled_waypoint(s, "ship"), "wp2", "198.18.1.13");
+    apply(f->s, SHOP_SVC("ship", ""));
+    assert_waypoint(polled_waypoint(s, "ship"), "wp", "198.18.1.12");
+    apply(f->s, SHOP_SVC("cart", "istio.io/use-waypoint: none"));
+    assert_null(polled_waypoint(s, "cart"));
+    apply(f->s, SHOP_SVC("cart", ""));
+    assert_waypoint(polled_waypoint(s, "cart"), "wp", "198.18.1.12");
+    veil_view_unsubscribe(s);
+}
+
+static void test_waypoint_propagation(void **state)
+{
+    struct fx *f = *state;
+    struct veil_view_sub *s;
+    char *json;
+    static const char *const docs[] = {SHOP_NS("team: a"), SHOP_SVC("cart", ""),
+                                       SHOP_SVC("pay", ""), SHOP_POD("cart-1", "cart", "10.5.0.1"),
+                                       NULL};
+    apply_each(f->s, docs);
+    assert_int_equal(veil_view_subscribe(f->v, "n1", 0, false, &s, &json), 0);
+    veil_free(json);
+    assert_null(waypoint_of(f, "cart"));
+
+    /* The Namespace gets the label: no waypoint exists yet, nothing changes. */
+    apply(f->s, SHOP_NS("team: a, istio.io/use-waypoint: wp"));
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    assert_null(json);
+    /* The waypoint's workload is added: every Service of the namespace gets it. */
+    apply(f->s, WAYPOINT("wp-0", "wp", "198.18.1.12"));
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    struct upd u = parse_update(json);
+    assert_waypoint(json_incref(json_object_get(
+                        json_object_get(upsert(&u, "Service/shop/cart"), "spec"), "waypoint")),
+                    "wp", "198.18.1.12");
+    assert_non_null(upsert(&u, "Service/shop/pay"));
+    assert_int_equal(nupserts(&u), 2);
+    json_decref(u.root);
+    /* Readdressed. */
+    apply(f->s, WAYPOINT("wp-0", "wp", "198.18.1.99"));
+    assert_waypoint(polled_waypoint(s, "cart"), "wp", "198.18.1.99");
+    assert_waypoint(waypoint_of(f, "pay"), "wp", "198.18.1.99");
+    /* Another label of the Namespace: nothing to recompute. */
+    apply(f->s, SHOP_NS("team: b, istio.io/use-waypoint: wp"));
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    assert_null(json);
+    /* The Namespace label goes: the Services lose it. */
+    apply(f->s, SHOP_NS("team: b"));
+    assert_null(polled_waypoint(s, "pay"));
+    assert_null(waypoint_of(f, "cart"));
+    /* ... and comes back through the Namespace's deletion and re-creation. */
+    apply(f->s, SHOP_NS("istio.io/use-waypoint: wp"));
+    assert_waypoint(polled_waypoint(s, "cart"), "wp", "198.18.1.99");
+    del(f->s, "Namespace/shop");
+    assert_null(polled_waypoint(s, "cart"));
+    apply(f->s, SHOP_NS("istio.io/use-waypoint: wp"));
+    assert_waypoint(polled_waypoint(s, "cart"), "wp", "198.18.1.99");
+    /* The waypoint's workload is removed. */
+    del(f->s, "Pod/shop/wp-0");
+    assert_int_equal(veil_view_poll(s, &json), 0);
+    u = parse_update(json);
+    assert_null(
+        json_object_get(json_object_get(upsert(&u, "Service/shop/cart"), "spec"), "waypoint"));
+    assert_null(
+        json_object_get(json_object_get(upsert(&u, "Service/shop/pay"), "spec"), "waypoint"));
+    json_decref(u.root);
+    /* A waypoint workload without an address is none. */
+    apply(f->s, "apiVersion: v1\nkind: Pod\nmetadata: {name: wp-0, namespace: shop, labels: "
+                "{gateway.networking.k8s.io/gateway-name: wp}}\nspec: {nodeName: wp.shop.wp}\n");
+    assert_null(waypoint_of(f, "cart"));
+    veil_view_unsubscribe(s);
+}
+
+static json_t *find_by(json_t *arr, const char *k1, const char *v1, const char *k2, const char *v2)
+{
+    size_t i;
+    json_t *x;
+    json_array_foreach(arr, i, x)
+    {
+        if (strcmp(json_string_value(json_object_get(x, k1)), v1) == 0 &&
+            strcmp(json_string_value(json_object_get(x, k2)), v2) == 0)
+            return x;
+    }
+    fail_msg("no %s=%s %s=%s", k1, v1, k2, v2);
+    return NULL;
+}
+
+static void test_l7_status(void **state)
+{
+    struct fx *f = *state;
+    static const char *const docs[] = {
+        SHOP_NS("istio.io/use-waypoint: wp"),
+        SHOP_SVC("cart", ""),
+        SHOP_SVC("pay", "istio.io/use-waypoint: none"),
+        SHOP_SVC("ship", "istio.io/use-waypoint: wp2"),
+        SHOP_SVC("cart-v2", ""),
+        SHOP_POD("cart-1", "cart", "10.5.0.1"),
+        SHOP_POD("pay-1", "pay", "10.5.0.2"),
+        WAYPOINT("wp-0", "wp", "198.18.1.12"),
+        ROUTE("r", "cart"),
+        ROUTE("to-pay", "pay"),
+        ROUTE("to-ship", "ship"),
+        ROUTE("to-none", "nope"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: gw, "
+        "namespace: shop}\nspec: {parentRefs: [{name: ingress}]}\n",
+        NULL,
+    };
+    apply_each(f->s, docs);
+    /* L7 policies: on pay-1 (no waypoint), on cart-1 (a waypoint), namespace-wide. */
+    apply(f->s,
+          "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: get-only, "
+          "namespace: shop}\nspec:\n  selector: {matchLabels: {app: pay}}\n  rules:\n  - to: "
+          "[{operation: {methods: [GET]}}]\n---\n"
+          "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: "
+          "cart-l7, namespace: shop}\nspec:\n  selector: {matchLabels: {app: cart}}\n  action: "
+          "DENY\n  rules:\n  - to: [{operation: {paths: [/admin]}}]\n---\n"
+          "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: "
+          "all, namespace: shop}\nspec:\n  action: DENY\n  rules:\n  - when: [{key: "
+          "\"request.auth.claims[iss]\", values: [x]}]\n---\n"
+          "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: "
+          "l4, namespace: shop}\nspec:\n  rules:\n  - from: [{source: {namespaces: [shop]}}]\n");
+    json_t *st = json_object();
+    assert_int_equal(veil_views_l7_status(f->v, st), 0);
+
+    json_t *wps = json_object_get(st, "waypoints");
+    assert_int_equal(json_array_size(wps), 2);
+    json_t *wp = find_by(wps, "namespace", "shop", "name", "wp");
+    assert_string_equal(json_string_value(json_object_get(wp, "address")), "198.18.1.12");
+    assert_string_equal(json_string_value(json_object_get(wp, "identity")),
+                        "spiffe://cluster.local/ns/shop/sa/wp");
+    json_t *users = json_object_get(wp, "services");
+    assert_int_equal(json_array_size(users), 2);
+    assert_string_equal(json_string_value(json_array_get(users, 0)), "shop/cart");
+    assert_string_equal(json_string_value(json_array_get(users, 1)), "shop/cart-v2");
+    json_t *wp2 = find_by(wps, "namespace", "shop", "name", "wp2");
+    assert_null(json_object_get(wp2, "address"));
+    assert_non_null(strstr(json_string_value(json_object_get(wp2, "why")), "no workload"));
+
+    json_t *routes = json_object_get(st, "routes");
+    assert_int_equal(json_array_size(routes), 5);
+    json_t *r = json_array_get(
+        json_object_get(find_by(routes, "kind", "HTTPRoute", "name", "r"), "parents"), 0);
+    assert_true(json_is_true(json_object_get(r, "accepted")));
+    assert_string_equal(json_string_value(json_object_get(r, "waypoint")), "shop/wp");
+    assert_string_equal(json_string_value(json_object_get(r, "ref")), "Service shop/cart:80");
+    json_t *bad =
+        json_object_get(find_by(routes, "kind", "HTTPRoute", "name", "r"), "unresolvedBackends");
+    assert_int_equal(json_array_size(bad), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(bad, 0), "reason")),
+                        "backendRef Service shop/cart-v3 not found");
+    struct {
+        const char *kind, *name, *reason;
+    } want[] = {
+        {"HTTPRoute", "to-pay",
+         "Service shop/pay has no waypoint: the route has no effect until one is added (veil "
+         "waypoint add)"},
+        {"HTTPRoute", "to-ship",
+         "Service shop/ship uses waypoint wp2, which is not running: the route has no effect "
+         "until it is (veil waypoint add)"},
+        {"HTTPRoute", "to-none", "Service shop/nope not found"},
+        {"GRPCRoute", "gw", "parentRef kind Gateway is not supported"},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        json_t *p = json_array_get(
+            json_object_get(find_by(routes, "kind", want[i].kind, "name", want[i].name), "parents"),
+            0);
+        assert_false(json_is_true(json_object_get(p, "accepted")));
+        assert_string_equal(json_string_value(json_object_get(p, "reason")), want[i].reason);
+    }
+
+    json_t *pols = json_object_get(st, "l7Policies");
+    assert_int_equal(json_array_size(pols), 2); /* not cart-l7 (cart has a waypoint), not l4 */
+    json_t *p = find_by(pols, "namespace", "shop", "name", "get-only");
+    assert_string_equal(json_string_value(json_object_get(p, "action")), "ALLOW");
+    assert_string_equal(json_string_value(json_object_get(p, "field")),
+                        "spec.rules[0].to[0].operation.methods");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(p, "workloads"), 0)),
+                        "shop/pay-1");
+    assert_string_equal(json_string_value(json_object_get(p, "enforced")),
+                        "an ALLOW with L7 parts denies the requests those rules would allow");
+    p = find_by(pols, "namespace", "shop", "name", "all");
+    assert_int_equal(json_integer_value(json_object_get(p, "count")), 1); /* pay-1, not wp-0 */
+    assert_string_equal(json_string_value(json_object_get(p, "enforced")),
+                        "a DENY applies without its L7 parts");
+    json_decref(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -726,6 +1073,10 @@ int main(void)
         cmocka_unit_test(test_scale_small),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_routes_reach_every_node, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waypoint_field, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waypoint_propagation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_l7_status, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
