@@ -1,4 +1,5 @@
-/* Types of L4 authorization and peer authentication; see authz.h. */
+/* Types of authorization (L4 at the node proxy, L7 at the waypoint) and peer
+ * authentication; see authz.h. */
 #ifndef VEIL_NODE_AUTHZ_T_H
 #define VEIL_NODE_AUTHZ_T_H
 
@@ -10,11 +11,15 @@
 /* The root namespace by default: its policies apply mesh-wide. */
 #define VEIL_AUTHZ_ROOT_NS "istio-system"
 
+/* The GatewayClass of waypoints: a root-namespace policy whose targetRef is
+ * this class binds to every waypoint. */
+#define VEIL_AUTHZ_WAYPOINT_CLASS "istio-waypoint"
+
 /* "namespace/name" of a policy, as written into the name outputs. */
 #define VEIL_AUTHZ_NAME_MAX 320
 
-/* The AuthorizationPolicy and PeerAuthentication sets of one node. Opaque;
- * single-threaded (the node proxy's config thread owns it). */
+/* The AuthorizationPolicy and PeerAuthentication sets of one node (or one
+ * waypoint). Opaque; single-threaded (the config thread owns it). */
 struct veil_authz;
 
 enum veil_authz_verdict {
@@ -24,7 +29,7 @@ enum veil_authz_verdict {
 
 /* Why a verdict was reached (struct veil_authz_decision). */
 enum veil_authz_reason {
-    VEIL_AUTHZ_NO_POLICY = 0,    /* allow: no ALLOW policy applies to the workload */
+    VEIL_AUTHZ_NO_POLICY = 0,    /* allow: no ALLOW policy applies to the workload/request */
     VEIL_AUTHZ_ALLOW_MATCHED,    /* allow: `policy` is the ALLOW policy that matched */
     VEIL_AUTHZ_DENY_MATCHED,     /* deny: `policy` is the DENY policy that matched */
     VEIL_AUTHZ_NO_ALLOW_MATCHED, /* deny: ALLOW policies apply, none matched */
@@ -70,7 +75,51 @@ struct veil_authz_req {
     struct veil_authz_ip src_ip;
 };
 
-/* The whole decision of veil_authz_decide(). */
+/* A byte string that need not end in NUL (a span of a parser's buffer).
+ * ptr NULL = absent; ptr non-NULL with len 0 = present and empty. */
+struct veil_authz_str {
+    const char *ptr;
+    size_t len;
+};
+
+/* One request field line; names compare case-insensitively. */
+struct veil_authz_header {
+    struct veil_authz_str name;
+    struct veil_authz_str value;
+};
+
+/*
+ * One request (or one opaque TCP connection) at a waypoint; see
+ * veil_authz_decide_l7(). Everything is borrowed for the call only.
+ */
+struct veil_authz_l7_req {
+    /* Binding: which targetRef'd policies apply. */
+    const char *wp_ns, *wp_name;   /* the waypoint (its Gateway); NULL = none */
+    const char *svc_ns, *svc_name; /* the destination Service; NULL = not a Service */
+
+    /* L4 attributes, as in struct veil_authz_req. */
+    const char *src_principal; /* the original caller's SPIFFE ID; NULL = plaintext */
+    const char *src_ns;        /* NULL = derived from src_principal */
+    struct veil_authz_ip src_ip;
+    /* remote.ip / remoteIpBlocks (the client address from X-Forwarded-For,
+     * if the waypoint trusts it); family 0 = src_ip. */
+    struct veil_authz_ip remote_ip;
+    struct veil_authz_ip dst_ip; /* the address the client dialled (the VIP) */
+    uint16_t dst_port;           /* the port the client dialled (the service port) */
+
+    /* L7 attributes. http false: an opaque TCP connection, the L7 fields of
+     * the policies are handled as the node proxy handles them. */
+    bool http;
+    struct veil_authz_str method; /* "GET" */
+    /* The request target in origin form, query included ("/a/b?x=1"): paths
+     * match the part before '?' (or '#'); :path in conditions is all of it. */
+    struct veil_authz_str path;
+    struct veil_authz_str host; /* Host / :authority as received (port kept) */
+    const struct veil_authz_header *headers;
+    size_t nheaders;
+};
+
+/* The whole decision of veil_authz_decide() / veil_authz_decide_l7(). */
 struct veil_authz_decision {
     enum veil_authz_verdict verdict;
     enum veil_authz_reason reason;

@@ -1,4 +1,5 @@
-/* L4 authorization and peer authentication; see authz.h and docs/policy.md. */
+/* Authorization (L4 at the node proxy, L7 at the waypoint) and peer
+ * authentication; see authz.h and docs/policy.md. */
 #include "node/authz.h"
 
 #include <arpa/inet.h>
@@ -7,11 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/alloc.h"
 
 #define SPIFFE       "spiffe://"
 #define PATH_MAX_LEN 192
+#define GW_GROUP     "gateway.networking.k8s.io"
+#define HDR_KEY      "request.headers["
 
 enum action { ACT_ALLOW, ACT_DENY, ACT_AUDIT, ACT_IGNORED };
 
@@ -24,6 +28,9 @@ struct pol {
     json_t *spec;         /* our deep copy, checked */
     const json_t *labels; /* spec.selector.matchLabels, or NULL */
     bool has_selector;
+    /* spec.targetRefs (a list) or spec.targetRef (a map), non-empty: the
+     * policy is the waypoint's, not the node proxy's. */
+    const json_t *targets;
     enum action action;
     enum pmode mode; /* PeerAuthentication only */
 };
@@ -46,8 +53,13 @@ struct cidr {
 struct vctx {
     char *err;
     size_t cap;
-    bool l7; /* saw an L7-only field */
+    const char *ns, *root_ns; /* the policy's namespace; the root namespace */
+    bool l7;                  /* saw an L7-only field */
     char l7_at[PATH_MAX_LEN];
+    bool wp_unsup; /* saw a field the waypoint does not support either */
+    char wp_at[PATH_MAX_LEN];
+    bool dead_target; /* a targetRef that binds nothing */
+    char target_at[PATH_MAX_LEN];
 };
 
 static int verr(struct vctx *v, const char *path, const char *fmt, ...)
@@ -91,6 +103,13 @@ static void saw_l7(struct vctx *v, const char *path)
     if (!v->l7)
         pathf(v->l7_at, sizeof(v->l7_at), "%s", path);
     v->l7 = true;
+}
+
+static void saw_wp_unsup(struct vctx *v, const char *path)
+{
+    if (!v->wp_unsup)
+        pathf(v->wp_at, sizeof(v->wp_at), "%s", path);
+    v->wp_unsup = true;
 }
 
 /* ---- values ---- */
@@ -203,6 +222,34 @@ static bool str_match(const char *pat, const char *v)
     if (pat[0] == '*')
         return vl >= pl - 1 && strcmp(v + vl - (pl - 1), pat + 1) == 0;
     return strcmp(pat, v) == 0;
+}
+
+/* "request.headers[NAME]": 0 and NAME into *name (may be NULL), else -EINVAL. */
+static int header_key(const char *key, struct veil_authz_str *name)
+{
+    size_t kl = strlen(HDR_KEY), n;
+    if (key == NULL || strncmp(key, HDR_KEY, kl) != 0)
+        return -EINVAL;
+    n = strcspn(key + kl, "[]");
+    if (n == 0 || strcmp(key + kl + n, "]") != 0)
+        return -EINVAL;
+    if (name != NULL)
+        *name = (struct veil_authz_str){key + kl, n};
+    return 0;
+}
+
+/* Istio's path templates ({*}, {**}), which veil does not evaluate. */
+static bool has_template(const json_t *list)
+{
+    const json_t *e;
+    size_t i;
+    json_array_foreach(list, i, e)
+    {
+        const char *s = json_string_value(e);
+        if (s != NULL && (strstr(s, "{*}") != NULL || strstr(s, "{**}") != NULL))
+            return true;
+    }
+    return false;
 }
 
 static const char *strip_spiffe(const char *p)
@@ -333,6 +380,7 @@ static int check_source(struct vctx *v, const json_t *s, const char *path)
             char p[PATH_MAX_LEN + 32];
             pathf(p, sizeof(p), "%s.%s", path, *k);
             saw_l7(v, p);
+            saw_wp_unsup(v, p); /* JWTs: no RequestAuthentication here */
         }
     return 0;
 }
@@ -353,6 +401,9 @@ static int check_operation(struct vctx *v, const json_t *o, const char *path)
             return -EINVAL;
         if (has_items(o, *k))
             saw_l7(v, p);
+        if ((strcmp(*k, "paths") == 0 || strcmp(*k, "notPaths") == 0) &&
+            has_template(json_object_get(o, *k)))
+            saw_wp_unsup(v, p);
     }
     return 0;
 }
@@ -362,6 +413,8 @@ static int check_operation(struct vctx *v, const json_t *o, const char *path)
 static enum vkind cond_kind(const char *key, bool *l4)
 {
     *l4 = true;
+    if (key == NULL)
+        return V_STR;
     if (strcmp(key, "source.ip") == 0 || strcmp(key, "remote.ip") == 0 ||
         strcmp(key, "destination.ip") == 0)
         return V_CIDR;
@@ -393,6 +446,8 @@ static int check_condition(struct vctx *v, const json_t *c, const char *path)
         return verr(v, path, "values or notValues required");
     if (!l4)
         saw_l7(v, p);
+    if (!l4 && header_key(key, NULL) < 0)
+        saw_wp_unsup(v, p);
     return 0;
 }
 
@@ -487,8 +542,119 @@ static int check_selector(struct vctx *v, const json_t *spec, bool *has, const j
     return 0;
 }
 
-/* Checks an AuthorizationPolicy spec; fills p's action and selector.
- * Returns 0, 1 (a note in v->err), -EINVAL. */
+/* A targetRef string field: absent is "", else a string. */
+static int target_str(struct vctx *v, const json_t *t, const char *path, const char *key,
+                      const char **out)
+{
+    const json_t *j = json_object_get(t, key);
+    char p[PATH_MAX_LEN + 16];
+    *out = "";
+    if (j == NULL || json_is_null(j))
+        return 0;
+    pathf(p, sizeof(p), "%s.%s", path, key);
+    if ((*out = json_string_value(j)) == NULL)
+        return verr(v, p, "expected a string");
+    return 0;
+}
+
+/* What a targetRef binds to (see binds()). */
+enum tkind { TK_NONE, TK_GATEWAY, TK_SERVICE, TK_CLASS };
+
+static enum tkind target_kind(const char *group, const char *kind, const char *name)
+{
+    if (strcmp(group, GW_GROUP) == 0 && strcmp(kind, "Gateway") == 0)
+        return TK_GATEWAY;
+    if ((group[0] == '\0' || strcmp(group, "core") == 0) && strcmp(kind, "Service") == 0)
+        return TK_SERVICE;
+    if (strcmp(group, GW_GROUP) == 0 && strcmp(kind, "GatewayClass") == 0 &&
+        strcmp(name, VEIL_AUTHZ_WAYPOINT_CLASS) == 0)
+        return TK_CLASS;
+    return TK_NONE;
+}
+
+/* One PolicyTargetReference: {group, kind, name, namespace}. */
+static int check_target(struct vctx *v, const json_t *t, const char *path)
+{
+    static const char *const known[] = {"group", "kind", "name", "namespace", NULL};
+    const char *group, *kind, *name, *ns;
+    char p[PATH_MAX_LEN + 16];
+    if (!json_is_object(t))
+        return verr(v, path, "expected a map");
+    if (known_fields(v, t, path, known) < 0 || target_str(v, t, path, "group", &group) < 0 ||
+        target_str(v, t, path, "kind", &kind) < 0 || target_str(v, t, path, "name", &name) < 0 ||
+        target_str(v, t, path, "namespace", &ns) < 0)
+        return -EINVAL;
+    if (*kind == '\0' || *name == '\0') {
+        pathf(p, sizeof(p), "%s.%s", path, *kind == '\0' ? "kind" : "name");
+        return verr(v, p, "required field is missing");
+    }
+    /* Cross-namespace references bind nothing, as in Istio. */
+    enum tkind tk = target_kind(group, kind, name);
+    bool dead = tk == TK_NONE || (tk != TK_CLASS && *ns != '\0' && strcmp(ns, v->ns) != 0) ||
+                (tk == TK_CLASS && strcmp(v->ns, v->root_ns) != 0);
+    if (dead && !v->dead_target) {
+        pathf(v->target_at, sizeof(v->target_at), "%s", path);
+        v->dead_target = true;
+    }
+    return 0;
+}
+
+/* spec.targetRef / spec.targetRefs; sets p->targets when there are some. */
+static int check_targets(struct vctx *v, const json_t *spec, struct pol *p)
+{
+    const json_t *one = json_object_get(spec, "targetRef"),
+                 *many = json_object_get(spec, "targetRefs");
+    const json_t *e;
+    size_t i;
+    p->targets = NULL;
+    if (one != NULL && json_is_null(one))
+        one = NULL;
+    if (many != NULL && json_is_null(many))
+        many = NULL;
+    if (one != NULL && many != NULL)
+        return verr(v, "spec.targetRef", "only one of targetRef and targetRefs may be set");
+    if (one != NULL) {
+        if (check_target(v, one, "spec.targetRef") < 0)
+            return -EINVAL;
+        p->targets = one;
+    } else if (many != NULL) {
+        if (!json_is_array(many))
+            return verr(v, "spec.targetRefs", "expected a list");
+        json_array_foreach(many, i, e)
+        {
+            char tp[PATH_MAX_LEN];
+            pathf(tp, sizeof(tp), "spec.targetRefs[%zu]", i);
+            if (check_target(v, e, tp) < 0)
+                return -EINVAL;
+        }
+        p->targets = json_array_size(many) > 0 ? many : NULL; /* [] = not set */
+    }
+    if (p->targets != NULL && p->has_selector)
+        return verr(v, one != NULL ? "spec.targetRef" : "spec.targetRefs",
+                    "only one of selector and targetRef(s) may be set");
+    return 0;
+}
+
+/* The note of an accepted waypoint policy, most important first. */
+static int waypoint_note(struct vctx *v)
+{
+    if (v->dead_target)
+        return note(
+            v, v->target_at,
+            "binds nothing: a waypoint policy targets a Gateway (group " GW_GROUP
+            ") or a Service of its own namespace, or the GatewayClass " VEIL_AUTHZ_WAYPOINT_CLASS
+            " from the root namespace; policy attaches to a waypoint");
+    if (v->wp_unsup)
+        return note(v, v->wp_at,
+                    "not supported by the waypoint (JWT claims, path templates, this condition "
+                    "key): ALLOW rules with it match nothing, DENY rules apply without it; policy "
+                    "attaches to a waypoint");
+    return note(v, "spec.targetRefs",
+                "policy attaches to a waypoint; not enforced by the node proxy");
+}
+
+/* Checks an AuthorizationPolicy spec; fills p's action, selector and
+ * targets. Returns 0, 1 (a note in v->err), -EINVAL. */
 static int check_authz(struct vctx *v, const json_t *spec, struct pol *p)
 {
     static const char *const known[] = {"selector", "targetRef", "targetRefs", "action",
@@ -498,7 +664,7 @@ static int check_authz(struct vctx *v, const json_t *spec, struct pol *p)
     if (!json_is_object(spec))
         return verr(v, "spec", "expected a map");
     if (known_fields(v, spec, "spec", known) < 0 ||
-        check_selector(v, spec, &p->has_selector, &p->labels) < 0)
+        check_selector(v, spec, &p->has_selector, &p->labels) < 0 || check_targets(v, spec, p) < 0)
         return -EINVAL;
     const json_t *aj = json_object_get(spec, "action");
     const char *action = aj == NULL || json_is_null(aj) ? "ALLOW" : json_string_value(aj);
@@ -529,12 +695,8 @@ static int check_authz(struct vctx *v, const json_t *spec, struct pol *p)
         return verr(v, "spec.action",
                     "action CUSTOM (external authorization) is not supported; policy ignored"),
                1;
-    if (json_object_get(spec, "targetRef") != NULL || json_object_get(spec, "targetRefs") != NULL) {
-        p->action = ACT_IGNORED;
-        return verr(v, "spec.targetRefs",
-                    "policy attaches to a waypoint; not enforced by the node proxy"),
-               1;
-    }
+    if (p->targets != NULL)
+        return waypoint_note(v);
     if (v->l7 && p->action == ACT_ALLOW)
         return note(v, v->l7_at,
                     "L7 field in an ALLOW policy: enforced at L4, the rules with L7 fields "
@@ -670,7 +832,7 @@ static int upsert(struct veil_authz *a, bool peer, const char *ns, const char *n
                   const json_t *spec, char *err, size_t cap)
 {
     struct pol **head = peer ? &a->peer : &a->authz, **at = find(head, ns, name), tmp;
-    struct vctx v = {.err = err, .cap = cap};
+    struct vctx v = {.err = err, .cap = cap, .ns = ns, .root_ns = a->root_ns};
     json_t *empty = NULL;
     if (cap > 0)
         err[0] = '\0';
@@ -692,7 +854,7 @@ static int upsert(struct veil_authz *a, bool peer, const char *ns, const char *n
     if (at == NULL && ((p->ns = veil_strdup(ns)) == NULL || (p->name = veil_strdup(name)) == NULL))
         goto oom;
     /* Point into our copy, not the caller's spec. */
-    struct vctx quiet = {0};
+    struct vctx quiet = {.ns = ns, .root_ns = a->root_ns};
     if (peer)
         check_peer(&quiet, copy, &tmp);
     else
@@ -783,9 +945,11 @@ size_t veil_authz_peer_count(const struct veil_authz *a)
 
 /* What a rule is evaluated against, derived once per check. */
 struct ctx {
-    const struct veil_authz_req *r;
     const char *principal; /* without spiffe:// ; NULL unauthenticated */
     const char *ns;        /* source namespace or NULL */
+    const struct veil_authz_ip *src_ip, *remote_ip, *dst_ip;
+    uint16_t dst_port;
+    const struct veil_authz_l7_req *l7; /* an HTTP request; NULL at L4 and for TCP */
 };
 
 static bool selector_matches(const struct pol *p, const struct veil_authz_labels *l)
@@ -803,24 +967,142 @@ static bool selector_matches(const struct pol *p, const struct veil_authz_labels
     return true;
 }
 
-enum vtype { T_PRINCIPAL, T_NS, T_SRC_IP, T_DST_IP, T_PORT };
+static bool bytes_eq(const char *a, const char *b, size_t n, bool nocase)
+{
+    return nocase ? strncasecmp(a, b, n) == 0 : memcmp(a, b, n) == 0;
+}
+
+/* Istio's match of an L7 value, checked in its order: "*" = present, "*s"
+ * suffix, "p*" prefix, else exact. An absent value matches nothing. */
+static bool l7_match(const char *pat, struct veil_authz_str v, bool nocase)
+{
+    size_t pl = strlen(pat);
+    if (v.ptr == NULL)
+        return false;
+    if (strcmp(pat, "*") == 0)
+        return true;
+    if (pat[0] == '*')
+        return v.len >= pl - 1 && bytes_eq(v.ptr + v.len - (pl - 1), pat + 1, pl - 1, nocase);
+    if (pl > 0 && pat[pl - 1] == '*')
+        return v.len >= pl - 1 && bytes_eq(v.ptr, pat, pl - 1, nocase);
+    return v.len == pl && bytes_eq(v.ptr, pat, pl, nocase);
+}
+
+/* The path for `paths`: the target without its query (Envoy's url_path). */
+static struct veil_authz_str url_path(struct veil_authz_str t)
+{
+    for (size_t i = 0; t.ptr != NULL && i < t.len; i++)
+        if (t.ptr[i] == '?' || t.ptr[i] == '#')
+            return (struct veil_authz_str){t.ptr, i};
+    return t;
+}
+
+static bool name_is(const struct veil_authz_header *h, struct veil_authz_str name)
+{
+    return h->name.len == name.len && name.len > 0 &&
+           strncasecmp(h->name.ptr, name.ptr, name.len) == 0;
+}
+
+/* A header absent from the list that Envoy knows as a pseudo-header. */
+static struct veil_authz_str pseudo(const struct veil_authz_l7_req *r, struct veil_authz_str name)
+{
+    static const struct veil_authz_str none = {NULL, 0};
+    if (name.len == 10 && strncasecmp(name.ptr, ":authority", 10) == 0)
+        return r->host;
+    if (name.len == 4 && strncasecmp(name.ptr, "host", 4) == 0)
+        return r->host;
+    if (name.len == 7 && strncmp(name.ptr, ":method", 7) == 0)
+        return r->method;
+    if (name.len == 5 && strncmp(name.ptr, ":path", 5) == 0)
+        return r->path;
+    return none;
+}
+
+/* Compares the `n` bytes of `pat` with the field lines `name` joined with
+ * "," (as Envoy joins them) from byte `off` on, without copying. */
+static bool joined_eq(const struct veil_authz_l7_req *r, struct veil_authz_str name, size_t off,
+                      const char *pat, size_t n)
+{
+    size_t pos = 0;
+    bool first = true;
+    for (size_t i = 0; i < r->nheaders && n > 0; i++) {
+        const struct veil_authz_header *h = &r->headers[i];
+        struct veil_authz_str segs[2] = {{",", first ? 0 : 1}, h->value};
+        if (!name_is(h, name))
+            continue;
+        first = false;
+        for (int s = 0; s < 2; s++) {
+            if (off < pos + segs[s].len && n > 0) {
+                size_t start = off - pos, k = segs[s].len - start < n ? segs[s].len - start : n;
+                if (memcmp(segs[s].ptr + start, pat, k) != 0)
+                    return false;
+                pat += k;
+                n -= k;
+                off += k;
+            }
+            pos += segs[s].len;
+        }
+    }
+    return n == 0;
+}
+
+/* request.headers[name] against one value pattern (case-sensitive). */
+static bool header_matches(const struct veil_authz_l7_req *r, struct veil_authz_str name,
+                           const char *pat)
+{
+    struct veil_authz_str one = {NULL, 0};
+    size_t count = 0, total = 0, pl = strlen(pat);
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (name_is(&r->headers[i], name)) {
+            total += (count++ > 0 ? 1 : 0) + r->headers[i].value.len;
+            one = r->headers[i].value;
+        }
+    if (count == 0)
+        one = pseudo(r, name);
+    if (count <= 1)
+        return l7_match(pat, one, false);
+    if (strcmp(pat, "*") == 0)
+        return true;
+    if (pat[0] == '*')
+        return total >= pl - 1 && joined_eq(r, name, total - (pl - 1), pat + 1, pl - 1);
+    if (pl > 0 && pat[pl - 1] == '*')
+        return total >= pl - 1 && joined_eq(r, name, 0, pat, pl - 1);
+    return total == pl && joined_eq(r, name, 0, pat, pl);
+}
+
+enum vtype { T_PRINCIPAL, T_NS, T_SRC_IP, T_REMOTE_IP, T_DST_IP, T_PORT, T_HOST, T_METHOD, T_PATH };
+
+static bool ip_matches(const json_t *val, const struct veil_authz_ip *ip)
+{
+    struct cidr cidr;
+    return parse_cidr(json_string_value(val), &cidr) == 0 && cidr_contains(&cidr, ip);
+}
 
 static bool value_matches(const struct ctx *c, enum vtype t, const json_t *val)
 {
-    struct cidr cidr;
+    const char *s = json_string_value(val);
     switch (t) {
     case T_PRINCIPAL:
-        return str_match(strip_spiffe(json_string_value(val)), c->principal);
+        return str_match(strip_spiffe(s), c->principal);
     case T_NS:
-        return str_match(json_string_value(val), c->ns);
+        return str_match(s, c->ns);
     case T_SRC_IP:
-        return parse_cidr(json_string_value(val), &cidr) == 0 &&
-               cidr_contains(&cidr, &c->r->src_ip);
+        return ip_matches(val, c->src_ip);
+    case T_REMOTE_IP:
+        return ip_matches(val, c->remote_ip);
     case T_DST_IP:
-        return parse_cidr(json_string_value(val), &cidr) == 0 &&
-               cidr_contains(&cidr, &c->r->dst_ip);
+        return ip_matches(val, c->dst_ip);
     case T_PORT:
-        return port_of(val) == (int)c->r->dst_port;
+        return port_of(val) == (int)c->dst_port;
+    case T_HOST:
+        return l7_match(s, c->l7->host, true);
+    case T_METHOD:
+        return l7_match(s, c->l7->method, false);
+    case T_PATH: {
+        struct veil_authz_str p = url_path(c->l7->path);
+        /* "*" is ".+" for paths */
+        return l7_match(s, p, false) && (strcmp(s, "*") != 0 || p.len > 0);
+    }
     }
     return false;
 }
@@ -843,27 +1125,57 @@ static bool field_ok(const struct ctx *c, enum vtype t, const json_t *obj, const
     return !(json_array_size(n) > 0 && any_matches(c, t, n));
 }
 
+/* requestPrincipals (JWT) are never evaluated: an ALLOW rule with them
+ * never gets here (rule_unsupported), a DENY rule leaves them out. */
 static bool source_matches(const struct ctx *c, const json_t *s)
 {
     return field_ok(c, T_PRINCIPAL, s, "principals", "notPrincipals") &&
            field_ok(c, T_NS, s, "namespaces", "notNamespaces") &&
            field_ok(c, T_SRC_IP, s, "ipBlocks", "notIpBlocks") &&
-           field_ok(c, T_SRC_IP, s, "remoteIpBlocks", "notRemoteIpBlocks");
+           field_ok(c, T_REMOTE_IP, s, "remoteIpBlocks", "notRemoteIpBlocks");
 }
 
+/* Without a request (L4, TCP) the L7 fields are left out; a path template
+ * is left out too. */
 static bool operation_matches(const struct ctx *c, const json_t *o)
 {
-    return field_ok(c, T_PORT, o, "ports", "notPorts");
+    if (!field_ok(c, T_PORT, o, "ports", "notPorts"))
+        return false;
+    if (c->l7 == NULL)
+        return true;
+    return field_ok(c, T_HOST, o, "hosts", "notHosts") &&
+           field_ok(c, T_METHOD, o, "methods", "notMethods") &&
+           (has_template(json_object_get(o, "paths")) ||
+            has_template(json_object_get(o, "notPaths")) ||
+            field_ok(c, T_PATH, o, "paths", "notPaths"));
 }
 
-/* Conditions of keys L4 does not know are dropped (true) here; an ALLOW
- * rule that has one never reaches this (rule_has_l7). */
+/* values / notValues of a request.headers[name] condition. */
+static bool header_cond_ok(const struct ctx *c, struct veil_authz_str name, const json_t *cond)
+{
+    const json_t *pos = json_object_get(cond, "values"), *neg = json_object_get(cond, "notValues");
+    const json_t *e;
+    size_t i;
+    bool any = false;
+    json_array_foreach(pos, i, e) any = any || header_matches(c->l7, name, json_string_value(e));
+    if (json_array_size(pos) > 0 && !any)
+        return false;
+    json_array_foreach(neg, i,
+                       e) if (header_matches(c->l7, name, json_string_value(e))) return false;
+    return true;
+}
+
+/* Conditions of keys that cannot be evaluated here are dropped (true); an
+ * ALLOW rule that has one never reaches this (rule_unsupported). */
 static bool condition_matches(const struct ctx *c, const json_t *cond)
 {
     const char *key = json_string_value(json_object_get(cond, "key"));
+    struct veil_authz_str hname;
     enum vtype t;
-    if (strcmp(key, "source.ip") == 0 || strcmp(key, "remote.ip") == 0)
+    if (strcmp(key, "source.ip") == 0)
         t = T_SRC_IP;
+    else if (strcmp(key, "remote.ip") == 0)
+        t = T_REMOTE_IP;
     else if (strcmp(key, "destination.ip") == 0)
         t = T_DST_IP;
     else if (strcmp(key, "destination.port") == 0)
@@ -872,19 +1184,21 @@ static bool condition_matches(const struct ctx *c, const json_t *cond)
         t = T_NS;
     else if (strcmp(key, "source.principal") == 0)
         t = T_PRINCIPAL;
+    else if (c->l7 != NULL && header_key(key, &hname) == 0)
+        return header_cond_ok(c, hname, cond);
     else
         return true;
     return field_ok(c, t, cond, "values", "notValues");
 }
 
-static bool clause_l7(const json_t *list, const char *inner, const char *const *l7)
+static bool clause_has(const json_t *list, const char *inner, const char *const *keys)
 {
     const json_t *e;
     size_t i;
     json_array_foreach(list, i, e)
     {
         const json_t *in = json_object_get(e, inner);
-        for (const char *const *k = l7; *k; k++)
+        for (const char *const *k = keys; *k; k++)
             if (has_items(in, *k))
                 return true;
     }
@@ -896,8 +1210,8 @@ static bool rule_has_l7(const json_t *rule)
     const json_t *e;
     size_t i;
     bool l4;
-    if (clause_l7(json_object_get(rule, "from"), "source", source_l7) ||
-        clause_l7(json_object_get(rule, "to"), "operation", op_l7))
+    if (clause_has(json_object_get(rule, "from"), "source", source_l7) ||
+        clause_has(json_object_get(rule, "to"), "operation", op_l7))
         return true;
     json_array_foreach(json_object_get(rule, "when"), i, e)
     {
@@ -906,6 +1220,36 @@ static bool rule_has_l7(const json_t *rule)
             return true;
     }
     return false;
+}
+
+/* A field of the rule the waypoint cannot evaluate on an HTTP request. */
+static bool rule_has_wp_unsup(const json_t *rule)
+{
+    const json_t *e;
+    size_t i;
+    bool l4;
+    if (clause_has(json_object_get(rule, "from"), "source", source_l7))
+        return true;
+    json_array_foreach(json_object_get(rule, "to"), i, e)
+    {
+        const json_t *o = json_object_get(e, "operation");
+        if (has_template(json_object_get(o, "paths")) ||
+            has_template(json_object_get(o, "notPaths")))
+            return true;
+    }
+    json_array_foreach(json_object_get(rule, "when"), i, e)
+    {
+        const char *key = json_string_value(json_object_get(e, "key"));
+        cond_kind(key, &l4);
+        if (!l4 && header_key(key, NULL) < 0)
+            return true;
+    }
+    return false;
+}
+
+static bool rule_unsupported(const struct ctx *c, const json_t *rule)
+{
+    return c->l7 != NULL ? rule_has_wp_unsup(rule) : rule_has_l7(rule);
 }
 
 /* from[] / to[]: absent or empty = any; else one clause must match. */
@@ -924,7 +1268,7 @@ static bool rule_matches(const struct ctx *c, const json_t *rule, enum action ac
 {
     const json_t *e;
     size_t i;
-    if (act == ACT_ALLOW && rule_has_l7(rule))
+    if (act == ACT_ALLOW && rule_unsupported(c, rule))
         return false;
     if (!clauses_match(c, json_object_get(rule, "from"), "source", source_matches) ||
         !clauses_match(c, json_object_get(rule, "to"), "operation", operation_matches))
@@ -943,13 +1287,63 @@ static bool policy_matches(const struct ctx *c, const struct pol *p)
     return false;
 }
 
-static bool applies(const struct veil_authz *a, const struct pol *p, const struct veil_authz_req *r)
+/* The node proxy's policies: selector-bound or namespace-wide. */
+static bool applies(const struct veil_authz *a, const struct pol *p, const void *arg)
 {
-    if (p->action == ACT_IGNORED || r->dst_ns == NULL)
+    const struct veil_authz_req *r = arg;
+    if (p->action == ACT_IGNORED || p->targets != NULL || r->dst_ns == NULL)
         return false;
     if (strcmp(p->ns, r->dst_ns) != 0 && strcmp(p->ns, a->root_ns) != 0)
         return false;
     return selector_matches(p, &r->dst_labels);
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+static const char *target_field(const json_t *t, const char *key)
+{
+    const char *s = json_string_value(json_object_get(t, key));
+    return s != NULL ? s : "";
+}
+
+/* Does targetRef `t` of policy `p` bind to the request's waypoint or
+ * Service? (Cross-namespace references bind nothing.) */
+static bool target_binds(const struct veil_authz *a, const struct pol *p, const json_t *t,
+                         const struct veil_authz_l7_req *r)
+{
+    const char *name = target_field(t, "name"), *ns = target_field(t, "namespace");
+    enum tkind tk = target_kind(target_field(t, "group"), target_field(t, "kind"), name);
+    if (tk != TK_CLASS && *ns != '\0' && strcmp(ns, p->ns) != 0)
+        return false;
+    switch (tk) {
+    case TK_GATEWAY:
+        return str_eq(p->ns, r->wp_ns) && str_eq(name, r->wp_name);
+    case TK_SERVICE:
+        return str_eq(p->ns, r->svc_ns) && str_eq(name, r->svc_name);
+    case TK_CLASS:
+        return strcmp(p->ns, a->root_ns) == 0 && r->wp_name != NULL;
+    case TK_NONE:
+        break;
+    }
+    return false;
+}
+
+/* The waypoint's policies: targetRef'd to its Gateway, its GatewayClass or
+ * the destination Service. */
+static bool binds(const struct veil_authz *a, const struct pol *p, const void *arg)
+{
+    const struct veil_authz_l7_req *r = arg;
+    if (p->action == ACT_IGNORED || p->targets == NULL)
+        return false;
+    if (!json_is_array(p->targets))
+        return target_binds(a, p, p->targets, r);
+    const json_t *t;
+    size_t i;
+    json_array_foreach(p->targets, i, t) if (target_binds(a, p, t, r)) return true;
+    return false;
 }
 
 static void name_to(char *out, size_t cap, const struct pol *p)
@@ -958,32 +1352,27 @@ static void name_to(char *out, size_t cap, const struct pol *p)
         snprintf(out, cap, "%s/%s", p->ns, p->name);
 }
 
-enum veil_authz_verdict veil_authz_decide(const struct veil_authz *a,
-                                          const struct veil_authz_req *req,
-                                          struct veil_authz_decision *out)
+/* Istio's order over the policies that `pick` selects: DENY, then ALLOW
+ * (AUDIT only reported). */
+static enum veil_authz_verdict decide(const struct veil_authz *a, const struct ctx *c,
+                                      bool (*pick)(const struct veil_authz *, const struct pol *,
+                                                   const void *),
+                                      const void *req, struct veil_authz_decision *out)
 {
-    struct veil_authz_decision tmp;
-    char nsbuf[256];
-    struct ctx c = {.r = req, .principal = strip_spiffe(req->src_principal), .ns = req->src_ns};
     const struct pol *allow = NULL;
     bool any_allow = false;
-    if (out == NULL)
-        out = &tmp;
     memset(out, 0, sizeof(*out));
-    if (c.ns == NULL && req->src_principal != NULL &&
-        veil_authz_principal_ns(req->src_principal, nsbuf, sizeof(nsbuf)) == 0)
-        c.ns = nsbuf;
     for (const struct pol *p = a->authz; p != NULL; p = p->next) {
-        if (!applies(a, p, req))
+        if (!pick(a, p, req))
             continue;
         if (p->action == ACT_ALLOW) {
             any_allow = true;
-            if (allow == NULL && policy_matches(&c, p))
+            if (allow == NULL && policy_matches(c, p))
                 allow = p;
         } else if (p->action == ACT_AUDIT) {
-            if (out->audit[0] == '\0' && policy_matches(&c, p))
+            if (out->audit[0] == '\0' && policy_matches(c, p))
                 name_to(out->audit, sizeof(out->audit), p);
-        } else if (policy_matches(&c, p)) {
+        } else if (policy_matches(c, p)) {
             out->verdict = VEIL_AUTHZ_DENY;
             out->reason = VEIL_AUTHZ_DENY_MATCHED;
             name_to(out->policy, sizeof(out->policy), p);
@@ -1004,6 +1393,51 @@ enum veil_authz_verdict veil_authz_decide(const struct veil_authz *a,
     return out->verdict;
 }
 
+/* The source namespace: given, or from the principal into buf. */
+static const char *source_ns(const char *given, const char *principal, char *buf, size_t cap)
+{
+    if (given != NULL)
+        return given;
+    if (principal != NULL && veil_authz_principal_ns(principal, buf, cap) == 0)
+        return buf;
+    return NULL;
+}
+
+enum veil_authz_verdict veil_authz_decide(const struct veil_authz *a,
+                                          const struct veil_authz_req *req,
+                                          struct veil_authz_decision *out)
+{
+    struct veil_authz_decision tmp;
+    char nsbuf[256];
+    struct ctx c = {
+        .principal = strip_spiffe(req->src_principal),
+        .ns = source_ns(req->src_ns, req->src_principal, nsbuf, sizeof(nsbuf)),
+        .src_ip = &req->src_ip,
+        .remote_ip = &req->src_ip,
+        .dst_ip = &req->dst_ip,
+        .dst_port = req->dst_port,
+    };
+    return decide(a, &c, applies, req, out != NULL ? out : &tmp);
+}
+
+enum veil_authz_verdict veil_authz_decide_l7(const struct veil_authz *a,
+                                             const struct veil_authz_l7_req *req,
+                                             struct veil_authz_decision *out)
+{
+    struct veil_authz_decision tmp;
+    char nsbuf[256];
+    struct ctx c = {
+        .principal = strip_spiffe(req->src_principal),
+        .ns = source_ns(req->src_ns, req->src_principal, nsbuf, sizeof(nsbuf)),
+        .src_ip = &req->src_ip,
+        .remote_ip = req->remote_ip.family != 0 ? &req->remote_ip : &req->src_ip,
+        .dst_ip = &req->dst_ip,
+        .dst_port = req->dst_port,
+        .l7 = req->http ? req : NULL,
+    };
+    return decide(a, &c, binds, req, out != NULL ? out : &tmp);
+}
+
 enum veil_authz_verdict veil_authz_check(const struct veil_authz *a,
                                          const struct veil_authz_req *req, char *policy, size_t cap)
 {
@@ -1012,6 +1446,22 @@ enum veil_authz_verdict veil_authz_check(const struct veil_authz *a,
     if (policy != NULL && cap > 0)
         snprintf(policy, cap, "%s", d.policy);
     return d.verdict;
+}
+
+/* ---- what a spec asks for (no checking) ---- */
+
+bool veil_authz_spec_has_l7(const json_t *spec)
+{
+    const json_t *rule;
+    size_t i;
+    json_array_foreach(json_object_get(spec, "rules"), i, rule) if (rule_has_l7(rule)) return true;
+    return false;
+}
+
+bool veil_authz_spec_targeted(const json_t *spec)
+{
+    const json_t *one = json_object_get(spec, "targetRef");
+    return json_is_object(one) || json_array_size(json_object_get(spec, "targetRefs")) > 0;
 }
 
 /* ---- peer authentication ---- */

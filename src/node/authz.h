@@ -1,7 +1,8 @@
 /*
- * L4 authorization (Istio's AuthorizationPolicy as ztunnel enforces it) and
- * PeerAuthentication mode resolution for the node proxy. docs/policy.md
- * describes the semantics with examples.
+ * Istio's AuthorizationPolicy at L4 for the node proxy (as ztunnel enforces
+ * it) and at L7 for the waypoint (as Envoy's RBAC filter in Istio's waypoint
+ * does), and PeerAuthentication mode resolution. docs/policy.md describes the
+ * semantics with examples.
  *
  * Policies are given as the control plane sends them: namespace, name and
  * the `spec` object (docs/resources.md, "Update messages"). Each is checked
@@ -10,9 +11,21 @@
  * per connection: O(policies of the destination's namespace + root
  * namespace).
  *
- * Decision (veil_authz_decide), over the policies that apply to the
- * destination workload (those of its namespace whose selector matches its
- * labels or that have no selector, and those of the root namespace likewise):
+ * One set holds every policy; which apply depends on who asks:
+ *   - the node proxy (veil_authz_decide) applies the policies without
+ *     targetRef(s): those of the destination's namespace whose selector
+ *     matches its labels or that have no selector, and those of the root
+ *     namespace likewise;
+ *   - the waypoint (veil_authz_decide_l7) applies only policies with
+ *     targetRef(s) (a non-empty targetRefs, or targetRef): {group:
+ *     gateway.networking.k8s.io, kind: Gateway, name: <waypoint>} in the
+ *     waypoint's namespace; {group: "" (or absent), kind: Service, name: <svc>}
+ *     in the Service's namespace, for requests to that Service; {group:
+ *     gateway.networking.k8s.io, kind: GatewayClass, name: istio-waypoint} in
+ *     the root namespace, for every waypoint. A targetRef with another
+ *     namespace than the policy's binds nothing (as in Istio).
+ *
+ * Decision (both), over the policies that apply:
  *   1. a matching DENY policy denies;
  *   2. else, no ALLOW policy applies: allow;
  *   3. else allow iff some ALLOW policy matches.
@@ -21,14 +34,37 @@
  * rules matches nothing (spec {} is "allow nothing"), a rule {} matches
  * everything.
  *
- * L7-only parts (methods, paths, hosts and their not-forms,
- * requestPrincipals, conditions other than source.ip, source.namespace,
- * source.principal, remote.ip, destination.ip, destination.port): in an
- * ALLOW policy a rule that has any never matches; in a DENY or AUDIT policy
- * they are left out of the rule, so it matches more (fail closed). Such a
- * policy is accepted with a note (return 1). Policies with targetRef(s)
- * attach to a waypoint and are not enforced here (note); CUSTOM policies
- * are ignored (note).
+ * Parts that cannot be evaluated where a decision is made are handled as
+ * ztunnel and Istio's TCP filter do: in an ALLOW policy a rule that has any
+ * never matches; in a DENY or AUDIT policy they are left out of the rule, so
+ * it matches more (fail closed).
+ *   - At L4 (and at the waypoint for a TCP connection) that is every L7
+ *     part: methods, paths, hosts and their not-forms, requestPrincipals,
+ *     conditions other than source.ip, source.namespace, source.principal,
+ *     remote.ip, destination.ip, destination.port.
+ *   - At the waypoint for an HTTP request: requestPrincipals and
+ *     notRequestPrincipals (no JWT validation), paths with a template ({*},
+ *     {**}), and condition keys other than the L4 ones and
+ *     request.headers[NAME] (request.auth.*, connection.sni, experimental.*).
+ * A policy with such parts is accepted with a note (return 1). A policy with
+ * targetRef(s) always gets a note (it is not enforced by the node proxy; or
+ * a part the waypoint cannot evaluate; or a targetRef binding nothing).
+ * CUSTOM policies are ignored everywhere (note).
+ *
+ * L7 matching (veil_authz_decide_l7 with http true), as Istio generates it:
+ *   - paths: the request target up to '?' or '#'; "*" any non-empty path,
+ *     "*s" suffix, "p*" prefix, else exact; case-sensitive;
+ *   - methods: "*" any, suffix, prefix, else exact; case-sensitive;
+ *   - hosts: the Host / :authority as received, port included (write
+ *     "example.com:*" to match any port); same forms, case-insensitive;
+ *   - when request.headers[NAME]: the field lines named NAME (any case)
+ *     joined with "," as Envoy does; "*" = present, suffix, prefix, else
+ *     exact; case-sensitive values. With no such line, NAME ":authority" or
+ *     "host" reads the host, ":method" the method, ":path" the whole target;
+ *   - an absent attribute matches no value and every not-form;
+ *   - principals, namespaces, ipBlocks, ports and the L4 conditions as at L4,
+ *     from the original caller's identity and address; remoteIpBlocks and
+ *     remote.ip from remote_ip when given.
  *
  * Threading: one thread; the structure is not locked.
  */
@@ -48,13 +84,17 @@ void veil_authz_free(struct veil_authz *a);
 
 /*
  * Upserts AuthorizationPolicy ns/name with `spec` (not kept: copied).
- * Returns:
+ * Both the node proxy and the waypoint feed every AuthorizationPolicy item
+ * they receive here. Returns:
  *   0        accepted;
  *   1        accepted, with a note in `err` (L7 parts handled at L4 as
- *            above, targetRef, CUSTOM ignored): surface it in status/logs;
+ *            above, targetRef(s), CUSTOM ignored): surface it in status/logs;
  *   -EINVAL  refused, the reason in `err` ("spec.rules[0].from[0].source.
  *            ipBlocks[1]: \"300.0.0.0/8\" is not a valid IP address or
- *            CIDR"); the previous version stays;
+ *            CIDR"; also a targetRef that is not {group, kind, name,
+ *            namespace} strings with kind and name, targetRef together with
+ *            targetRefs, or a selector with either); the previous version
+ *            stays;
  *   -ENOMEM  nothing changed.
  * `err` (may be NULL when cap is 0) is "" on 0. An identical spec changes
  * nothing and keeps the generation.
@@ -93,6 +133,17 @@ enum veil_authz_verdict veil_authz_decide(const struct veil_authz *a,
                                           const struct veil_authz_req *req,
                                           struct veil_authz_decision *out);
 
+/*
+ * The waypoint's decision for one request (or, http false, one TCP
+ * connection), over the policies bound to req->wp_* / req->svc_* (see
+ * above); same order and the same outputs as veil_authz_decide(). A DENY
+ * verdict is the 403 of an HTTP request. `out` may be NULL. Never fails and
+ * never allocates; O(policies held + headers x header conditions).
+ */
+enum veil_authz_verdict veil_authz_decide_l7(const struct veil_authz *a,
+                                             const struct veil_authz_l7_req *req,
+                                             struct veil_authz_decision *out);
+
 /* veil_authz_decide() with only the deciding policy's "ns/name" ("" when no
  * policy decided, or when none matched) copied to `policy` (may be NULL). */
 enum veil_authz_verdict veil_authz_check(const struct veil_authz *a,
@@ -108,6 +159,21 @@ enum veil_authz_verdict veil_authz_check(const struct veil_authz *a,
  */
 enum veil_mtls_mode veil_authz_peer_mode(const struct veil_authz *a, const char *ns,
                                          const struct veil_authz_labels *labels, uint16_t port);
+
+/*
+ * What an AuthorizationPolicy spec asks for, without checking it (any JSON
+ * is fine; a malformed part counts as absent), for the control plane and
+ * status:
+ *   has_l7: a rule has an L7 part (methods, paths, hosts, their not-forms,
+ *           requestPrincipals or its not-form, a condition key other than
+ *           the L4 ones above);
+ *   targeted: it has targetRef(s), i.e. binds to a waypoint or a Service's
+ *           waypoint rather than to workloads.
+ * A policy that is has_l7 and not targeted is enforced at L4 as above: the
+ * one to report when its workloads have no waypoint.
+ */
+bool veil_authz_spec_has_l7(const json_t *spec);
+bool veil_authz_spec_targeted(const json_t *spec);
 
 /* Label accessor over a jansson object of string values (arg: json_t *). */
 const char *veil_authz_json_label(const void *arg, const char *key);

@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -812,6 +813,577 @@ static void test_peer_port_level(void **state)
     veil_authz_free(a);
 }
 
+/* ---- the waypoint (L7) ---- */
+
+#define S(lit) ((struct veil_authz_str){(lit), sizeof(lit) - 1})
+
+static const struct veil_authz_header wp_headers[] = {
+    {S("X-User"), S("alice")},
+    {S("accept"), S("text/html")},
+    {S("Accept"), S("application/json")},
+    {S("x-empty"), S("")},
+};
+
+/* GET /api/items?id=1 to Service shop/web through waypoint shop/wp, from
+ * default/sleep at 10.0.0.5, dialled 10.96.0.10:8080. */
+static struct veil_authz_l7_req l7req(void)
+{
+    struct veil_authz_l7_req r = {
+        .wp_ns = "shop",
+        .wp_name = "wp",
+        .svc_ns = "shop",
+        .svc_name = "web",
+        .src_principal = "spiffe://cluster.local/ns/default/sa/sleep",
+        .dst_port = 8080,
+        .http = true,
+        .method = S("GET"),
+        .path = S("/api/items?id=1"),
+        .host = S("web.shop.svc.cluster.local:8080"),
+        .headers = wp_headers,
+        .nheaders = sizeof(wp_headers) / sizeof(wp_headers[0]),
+    };
+    ip4(&r.src_ip, "10.0.0.5");
+    ip4(&r.dst_ip, "10.96.0.10");
+    return r;
+}
+
+#define WP_ALLOWED(a, r) assert_int_equal(veil_authz_decide_l7(a, r, NULL), VEIL_AUTHZ_ALLOW)
+#define WP_DENIED(a, r)  assert_int_equal(veil_authz_decide_l7(a, r, NULL), VEIL_AUTHZ_DENY)
+
+#define TO_WP                                                                                      \
+    "\"targetRefs\":[{\"group\":\"gateway.networking.k8s.io\",\"kind\":\"Gateway\",\"name\":"      \
+    "\"wp\"}]"
+#define TO_WEB "\"targetRefs\":[{\"kind\":\"Service\",\"group\":\"\",\"name\":\"web\"}]"
+
+/* Upserts ALLOW policy shop/p on the waypoint with one rule {to: [{operation: OP}]}. */
+static int allow_op(struct veil_authz *a, const char *op)
+{
+    char spec[512];
+    snprintf(spec, sizeof(spec), "{" TO_WP ",\"rules\":[{\"to\":[{\"operation\":%s}]}]}", op);
+    return set(a, "shop", "p", spec);
+}
+
+/* The issue's example: DENY POST gives a 403-worthy deny while GET passes. */
+static void test_wp_deny_post(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    struct veil_authz_decision d;
+    assert_int_equal(set(a, "shop", "no-post",
+                         "{" TO_WP ",\"action\":\"DENY\",\"rules\":[{\"to\":[{\"operation\":"
+                         "{\"methods\":[\"POST\"]}}]}]}"),
+                     1);
+    assert_string_equal(last_err,
+                        "spec.targetRefs: policy attaches to a waypoint; not enforced by the node "
+                        "proxy");
+    assert_int_equal(veil_authz_decide_l7(a, &r, &d), VEIL_AUTHZ_ALLOW);
+    assert_int_equal(d.reason, VEIL_AUTHZ_NO_POLICY);
+    r.method = S("POST");
+    assert_int_equal(veil_authz_decide_l7(a, &r, &d), VEIL_AUTHZ_DENY);
+    assert_int_equal(d.reason, VEIL_AUTHZ_DENY_MATCHED);
+    assert_string_equal(d.policy, "shop/no-post");
+    /* the node proxy does not enforce it (not even without its L7 part) */
+    struct veil_authz_req n = req();
+    n.dst_ns = "shop";
+    ALLOWED(a, &n);
+    /* a plain L4 DENY at the node does not reach the waypoint either */
+    assert_int_equal(set(a, "shop", "node-deny", "{\"action\":\"DENY\",\"rules\":[{}]}"), 0);
+    DENIED(a, &n);
+    r.method = S("GET");
+    WP_ALLOWED(a, &r);
+    veil_authz_free(a);
+}
+
+static void test_wp_paths(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    struct {
+        const char *op;
+        bool allowed;
+    } cases[] = {
+        {"{\"paths\":[\"/api/items\"]}", true}, /* the query is not part of it */
+        {"{\"paths\":[\"/api/items?id=1\"]}", false},
+        {"{\"paths\":[\"/api/item\"]}", false},
+        {"{\"paths\":[\"/API/items\"]}", false}, /* case-sensitive */
+        {"{\"paths\":[\"/api/*\"]}", true},
+        {"{\"paths\":[\"/api/items*\"]}", true},
+        {"{\"paths\":[\"/web/*\"]}", false},
+        {"{\"paths\":[\"*/items\"]}", true},
+        {"{\"paths\":[\"*.png\"]}", false},
+        {"{\"paths\":[\"*\"]}", true},
+        {"{\"paths\":[\"/x\",\"/api/items\"]}", true},
+        {"{\"notPaths\":[\"/admin/*\"]}", true},
+        {"{\"notPaths\":[\"/api/*\"]}", false},
+        {"{\"paths\":[\"/api/*\"],\"notPaths\":[\"*/items\"]}", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(allow_op(a, cases[i].op), 1);
+        if (veil_authz_decide_l7(a, &r, NULL) !=
+            (cases[i].allowed ? VEIL_AUTHZ_ALLOW : VEIL_AUTHZ_DENY))
+            fail_msg("case %zu: %s", i, cases[i].op);
+    }
+    /* a fragment ends the path too; "*" needs a non-empty path */
+    assert_int_equal(allow_op(a, "{\"paths\":[\"/a\"]}"), 1);
+    r.path = S("/a#frag");
+    WP_ALLOWED(a, &r);
+    assert_int_equal(allow_op(a, "{\"paths\":[\"*\"]}"), 1);
+    r.path = S("?q");
+    WP_DENIED(a, &r);
+    r.path = (struct veil_authz_str){NULL, 0};
+    WP_DENIED(a, &r);
+    assert_int_equal(allow_op(a, "{\"notPaths\":[\"/a\"]}"), 1);
+    WP_ALLOWED(a, &r); /* an absent path matches every not-form */
+    veil_authz_free(a);
+}
+
+static void test_wp_methods_hosts(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    struct {
+        const char *op;
+        bool allowed;
+    } cases[] = {
+        {"{\"methods\":[\"GET\",\"HEAD\"]}", true},
+        {"{\"methods\":[\"get\"]}", false}, /* case-sensitive */
+        {"{\"methods\":[\"POST\"]}", false},
+        {"{\"methods\":[\"*\"]}", true},
+        {"{\"notMethods\":[\"POST\",\"DELETE\"]}", true},
+        {"{\"notMethods\":[\"GET\"]}", false},
+        /* hosts: the Host as received, port included, any case */
+        {"{\"hosts\":[\"web.shop.svc.cluster.local:8080\"]}", true},
+        {"{\"hosts\":[\"WEB.Shop.svc.cluster.local:8080\"]}", true},
+        {"{\"hosts\":[\"web.shop.svc.cluster.local\"]}", false},
+        {"{\"hosts\":[\"web.shop.svc.cluster.local:*\"]}", true},
+        {"{\"hosts\":[\"WEB.*\"]}", true},
+        {"{\"hosts\":[\"*:8080\"]}", true},
+        {"{\"hosts\":[\"*.example.com\"]}", false},
+        {"{\"hosts\":[\"*\"]}", true},
+        {"{\"notHosts\":[\"web.*\"]}", false},
+        {"{\"notHosts\":[\"db.*\"]}", true},
+        /* fields of one operation are ANDed, with the port (the dialled one) */
+        {"{\"methods\":[\"GET\"],\"hosts\":[\"web.*\"],\"ports\":[\"8080\"]}", true},
+        {"{\"methods\":[\"GET\"],\"hosts\":[\"web.*\"],\"ports\":[\"80\"]}", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(allow_op(a, cases[i].op), 1);
+        if (veil_authz_decide_l7(a, &r, NULL) !=
+            (cases[i].allowed ? VEIL_AUTHZ_ALLOW : VEIL_AUTHZ_DENY))
+            fail_msg("case %zu: %s", i, cases[i].op);
+    }
+    /* no Host: hosts ["*"] does not match, notHosts does */
+    r.host = (struct veil_authz_str){NULL, 0};
+    assert_int_equal(allow_op(a, "{\"hosts\":[\"*\"]}"), 1);
+    WP_DENIED(a, &r);
+    assert_int_equal(allow_op(a, "{\"notHosts\":[\"web.*\"]}"), 1);
+    WP_ALLOWED(a, &r);
+    veil_authz_free(a);
+}
+
+/* Upserts ALLOW policy shop/p on the waypoint with one rule {when: [COND]}. */
+static int allow_when(struct veil_authz *a, const char *cond)
+{
+    char spec[512];
+    snprintf(spec, sizeof(spec), "{" TO_WP ",\"rules\":[{\"when\":[%s]}]}", cond);
+    return set(a, "shop", "p", spec);
+}
+
+static void test_wp_headers(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    struct {
+        const char *cond;
+        bool allowed;
+    } cases[] = {
+        {"{\"key\":\"request.headers[x-user]\",\"values\":[\"alice\"]}", true},
+        {"{\"key\":\"request.headers[X-USER]\",\"values\":[\"alice\"]}", true},
+        {"{\"key\":\"request.headers[x-user]\",\"values\":[\"Alice\"]}", false},
+        {"{\"key\":\"request.headers[x-user]\",\"values\":[\"bob\",\"al*\"]}", true},
+        {"{\"key\":\"request.headers[x-user]\",\"values\":[\"*ice\"]}", true},
+        {"{\"key\":\"request.headers[x-user]\",\"values\":[\"*\"]}", true},
+        {"{\"key\":\"request.headers[x-user]\",\"notValues\":[\"alice\"]}", false},
+        {"{\"key\":\"request.headers[x-user]\",\"notValues\":[\"bob\"]}", true},
+        {"{\"key\":\"request.headers[x-none]\",\"values\":[\"*\"]}", false},
+        {"{\"key\":\"request.headers[x-none]\",\"notValues\":[\"*\"]}", true},
+        {"{\"key\":\"request.headers[x-empty]\",\"values\":[\"*\"]}", true},
+        {"{\"key\":\"request.headers[x-empty]\",\"values\":[\"\"]}", true},
+        /* repeated lines are joined with "," as Envoy does */
+        {"{\"key\":\"request.headers[accept]\",\"values\":[\"text/html,application/json\"]}", true},
+        {"{\"key\":\"request.headers[accept]\",\"values\":[\"text/html\"]}", false},
+        {"{\"key\":\"request.headers[accept]\",\"values\":[\"text/html,*\"]}", true},
+        {"{\"key\":\"request.headers[accept]\",\"values\":[\"*html,application/json\"]}", true},
+        {"{\"key\":\"request.headers[accept]\",\"values\":[\"*/json\"]}", true},
+        {"{\"key\":\"request.headers[accept]\",\"values\":[\"*/xml\"]}", false},
+        {"{\"key\":\"request.headers[accept]\",\"values\":[\"text/html,application/jso\"]}", false},
+        {"{\"key\":\"request.headers[accept]\",\"values\":[\"text/html,application/json,\"]}",
+         false},
+        /* pseudo-headers read the request */
+        {"{\"key\":\"request.headers[:method]\",\"values\":[\"GET\"]}", true},
+        {"{\"key\":\"request.headers[:path]\",\"values\":[\"/api/items?id=1\"]}", true},
+        {"{\"key\":\"request.headers[:authority]\",\"values\":[\"web.shop*\"]}", true},
+        {"{\"key\":\"request.headers[host]\",\"values\":[\"db*\"]}", false},
+        /* the L4 keys work at the waypoint with the caller's attributes */
+        {"{\"key\":\"source.namespace\",\"values\":[\"default\"]}", true},
+        {"{\"key\":\"source.principal\",\"values\":[\"cluster.local/ns/default/sa/*\"]}", true},
+        {"{\"key\":\"source.ip\",\"values\":[\"10.0.0.0/24\"]}", true},
+        {"{\"key\":\"remote.ip\",\"values\":[\"192.0.2.1\"]}", false},
+        {"{\"key\":\"destination.ip\",\"values\":[\"10.96.0.10\"]}", true},
+        {"{\"key\":\"destination.port\",\"values\":[\"8080\"]}", true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(allow_when(a, cases[i].cond), 1);
+        if (veil_authz_decide_l7(a, &r, NULL) !=
+            (cases[i].allowed ? VEIL_AUTHZ_ALLOW : VEIL_AUTHZ_DENY))
+            fail_msg("case %zu: %s", i, cases[i].cond);
+    }
+    /* remote.ip reads remote_ip when the waypoint gives one */
+    ip4(&r.remote_ip, "192.0.2.1");
+    assert_int_equal(allow_when(a, "{\"key\":\"remote.ip\",\"values\":[\"192.0.2.0/24\"]}"), 1);
+    WP_ALLOWED(a, &r);
+    /* several conditions are ANDed */
+    assert_int_equal(allow_when(a, "{\"key\":\"request.headers[x-user]\",\"values\":[\"alice\"]},"
+                                   "{\"key\":\"request.headers[accept]\",\"values\":[\"x\"]}"),
+                     1);
+    WP_DENIED(a, &r);
+    /* a DENY on a header */
+    veil_authz_clear(a);
+    assert_int_equal(set(a, "shop", "no-bob",
+                         "{" TO_WEB ",\"action\":\"DENY\",\"rules\":[{\"when\":[{\"key\":"
+                         "\"request.headers[x-user]\",\"values\":[\"bob\"]}]}]}"),
+                     1);
+    WP_ALLOWED(a, &r);
+    static const struct veil_authz_header bob[] = {{S("x-user"), S("bob")}};
+    r.headers = bob;
+    r.nheaders = 1;
+    WP_DENIED(a, &r);
+    veil_authz_free(a);
+}
+
+static void test_wp_sources(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    struct veil_authz_decision d;
+    /* shop's reader may GET; only the cart may POST */
+    assert_int_equal(
+        set(a, "shop", "rw",
+            "{" TO_WEB ",\"rules\":["
+            "{\"from\":[{\"source\":{\"namespaces\":[\"default\"]}}],"
+            "\"to\":[{\"operation\":{\"methods\":[\"GET\"]}}]},"
+            "{\"from\":[{\"source\":{\"principals\":[\"cluster.local/ns/shop/sa/cart\"]"
+            "}}],\"to\":[{\"operation\":{\"methods\":[\"POST\"],\"paths\":"
+            "[\"/api/*\"]}}]}]}"),
+        1);
+    assert_int_equal(veil_authz_decide_l7(a, &r, &d), VEIL_AUTHZ_ALLOW);
+    assert_int_equal(d.reason, VEIL_AUTHZ_ALLOW_MATCHED);
+    assert_string_equal(d.policy, "shop/rw");
+    r.method = S("POST");
+    assert_int_equal(veil_authz_decide_l7(a, &r, &d), VEIL_AUTHZ_DENY);
+    assert_int_equal(d.reason, VEIL_AUTHZ_NO_ALLOW_MATCHED);
+    assert_string_equal(d.policy, "");
+    r.src_principal = "spiffe://cluster.local/ns/shop/sa/cart";
+    WP_ALLOWED(a, &r);
+    r.path = S("/admin");
+    WP_DENIED(a, &r);
+    /* plaintext: no principal, no namespace */
+    r = l7req();
+    r.src_principal = NULL;
+    WP_DENIED(a, &r);
+    /* an explicit source namespace wins */
+    r = l7req();
+    r.src_ns = "other";
+    WP_DENIED(a, &r);
+    /* notNamespaces / ipBlocks / remoteIpBlocks in a DENY */
+    assert_int_equal(set(a, "shop", "deny",
+                         "{" TO_WP ",\"action\":\"DENY\",\"rules\":[{\"from\":[{\"source\":{"
+                         "\"notNamespaces\":[\"default\",\"shop\"]}}]},{\"from\":[{\"source\":{"
+                         "\"remoteIpBlocks\":[\"203.0.113.0/24\"]}}]}]}"),
+                     1);
+    r = l7req();
+    WP_ALLOWED(a, &r);
+    r.src_principal = "spiffe://cluster.local/ns/evil/sa/x";
+    assert_int_equal(veil_authz_decide_l7(a, &r, &d), VEIL_AUTHZ_DENY);
+    assert_string_equal(d.policy, "shop/deny");
+    r = l7req();
+    ip4(&r.remote_ip, "203.0.113.9");
+    WP_DENIED(a, &r);
+    r.remote_ip.family = 0;
+    ip4(&r.src_ip, "203.0.113.9"); /* no remote_ip: the source address */
+    WP_DENIED(a, &r);
+    veil_authz_free(a);
+}
+
+static void test_wp_binding(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    struct veil_authz_decision d;
+    /* node-proxy policies (selector, namespace-wide, root) are not the waypoint's */
+    assert_int_equal(set(a, "shop", "sel", "{\"selector\":{\"matchLabels\":{\"app\":\"web\"}}}"),
+                     0);
+    assert_int_equal(set(a, "shop", "ns-wide", "{}"), 0);
+    assert_int_equal(set(a, "istio-system", "mesh", "{\"action\":\"DENY\",\"rules\":[{}]}"), 0);
+    assert_int_equal(veil_authz_decide_l7(a, &r, &d), VEIL_AUTHZ_ALLOW);
+    assert_int_equal(d.reason, VEIL_AUTHZ_NO_POLICY);
+    /* targetRefs: [] is "not set": a namespace-wide policy, the node's */
+    assert_int_equal(set(a, "shop", "empty-refs", "{\"targetRefs\":[],\"rules\":[]}"), 0);
+    WP_ALLOWED(a, &r);
+    veil_authz_clear(a);
+
+    /* Gateway: the waypoint's own namespace and name */
+    assert_int_equal(set(a, "shop", "gw", "{" TO_WP "}"), 1);
+    WP_DENIED(a, &r);
+    r.wp_name = "other-wp";
+    WP_ALLOWED(a, &r);
+    r = l7req();
+    r.wp_ns = "default"; /* a waypoint wp of another namespace */
+    WP_ALLOWED(a, &r);
+    assert_int_equal(veil_authz_remove(a, "shop", "gw"), 0);
+    /* the singular targetRef form */
+    assert_int_equal(set(a, "shop", "gw1",
+                         "{\"targetRef\":{\"group\":\"gateway.networking.k8s.io\",\"kind\":"
+                         "\"Gateway\",\"name\":\"wp\"}}"),
+                     1);
+    r = l7req();
+    WP_DENIED(a, &r);
+    veil_authz_clear(a);
+
+    /* Service: requests to that Service of the policy's namespace */
+    assert_int_equal(set(a, "shop", "svc",
+                         "{\"targetRefs\":[{\"kind\":\"Service\",\"name\":"
+                         "\"web\"}]}"),
+                     1);
+    WP_DENIED(a, &r);
+    r.svc_name = "db";
+    WP_ALLOWED(a, &r);
+    r.svc_name = NULL; /* not to a Service: only Gateway-bound policies */
+    WP_ALLOWED(a, &r);
+    r = l7req();
+    r.svc_ns = "default";
+    WP_ALLOWED(a, &r);
+    /* several targets: any binds */
+    assert_int_equal(set(a, "shop", "svc",
+                         "{\"targetRefs\":[{\"kind\":\"Service\",\"name\":\"db\"},{\"kind\":"
+                         "\"Service\",\"name\":\"web\"}]}"),
+                     1);
+    r = l7req();
+    WP_DENIED(a, &r);
+    veil_authz_clear(a);
+
+    /* GatewayClass istio-waypoint from the root namespace: every waypoint */
+    const char *cls = "{\"targetRefs\":[{\"group\":\"gateway.networking.k8s.io\",\"kind\":"
+                      "\"GatewayClass\",\"name\":\"istio-waypoint\"}],\"action\":\"DENY\","
+                      "\"rules\":[{\"to\":[{\"operation\":{\"methods\":[\"DELETE\"]}}]}]}";
+    assert_int_equal(set(a, "istio-system", "all-wp", cls), 1);
+    r.method = S("DELETE");
+    assert_int_equal(veil_authz_decide_l7(a, &r, &d), VEIL_AUTHZ_DENY);
+    assert_string_equal(d.policy, "istio-system/all-wp");
+    r.wp_ns = "default";
+    r.wp_name = "other";
+    WP_DENIED(a, &r);
+    /* ... and from another namespace it binds nothing (with a note) */
+    veil_authz_clear(a);
+    assert_int_equal(set(a, "shop", "all-wp", cls), 1);
+    assert_non_null(strstr(last_err, "spec.targetRefs[0]: binds nothing"));
+    WP_ALLOWED(a, &r);
+    veil_authz_clear(a);
+
+    /* targets that bind nothing: noted, never applied */
+    const char *dead[] = {
+        "{\"targetRefs\":[{\"kind\":\"Gateway\",\"name\":\"wp\"}]}", /* no group */
+        "{\"targetRefs\":[{\"group\":\"networking.istio.io\",\"kind\":\"ServiceEntry\","
+        "\"name\":\"web\"}]}",
+        "{\"targetRefs\":[{\"kind\":\"Service\",\"name\":\"web\",\"namespace\":\"other\"}]}",
+        "{\"targetRefs\":[{\"group\":\"gateway.networking.k8s.io\",\"kind\":\"GatewayClass\","
+        "\"name\":\"custom\"}]}",
+    };
+    for (size_t i = 0; i < sizeof(dead) / sizeof(dead[0]); i++) {
+        assert_int_equal(set(a, "shop", "dead", dead[i]), 1);
+        assert_non_null(strstr(last_err, "binds nothing"));
+        WP_ALLOWED(a, &r);
+    }
+    /* the same namespace written out is fine */
+    assert_int_equal(
+        set(a, "shop", "dead",
+            "{\"targetRefs\":[{\"kind\":\"Service\",\"name\":\"web\",\"namespace\":\"shop\"}]}"),
+        1);
+    assert_null(strstr(last_err, "binds nothing"));
+    r = l7req();
+    WP_DENIED(a, &r);
+    /* deciding never allocates */
+    veil_alloc_fail_after(0);
+    WP_DENIED(a, &r);
+    veil_alloc_fail_reset();
+    veil_authz_free(a);
+}
+
+static void test_wp_refused_targets(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct {
+        const char *spec, *err;
+    } cases[] = {
+        {"{\"targetRefs\":{}}", "spec.targetRefs: expected a list"},
+        {"{\"targetRefs\":[7]}", "spec.targetRefs[0]: expected a map"},
+        {"{\"targetRefs\":[{\"kind\":\"Service\"}]}", "spec.targetRefs[0].name: required field "
+                                                      "is missing"},
+        {"{\"targetRefs\":[{\"name\":\"web\"}]}", "spec.targetRefs[0].kind: required field is "
+                                                  "missing"},
+        {"{\"targetRefs\":[{\"kind\":\"Service\",\"name\":1}]}",
+         "spec.targetRefs[0].name: expected a string"},
+        {"{\"targetRefs\":[{\"kind\":\"Service\",\"name\":\"a\",\"port\":80}]}",
+         "spec.targetRefs[0].port: unknown field"},
+        {"{\"targetRef\":[]}", "spec.targetRef: expected a map"},
+        {"{\"targetRef\":{\"kind\":\"Service\",\"name\":\"a\"},\"targetRefs\":[{\"kind\":"
+         "\"Service\",\"name\":\"a\"}]}",
+         "spec.targetRef: only one of targetRef and targetRefs may be set"},
+        {"{\"selector\":{\"matchLabels\":{\"app\":\"web\"}},\"targetRefs\":[{\"kind\":"
+         "\"Service\",\"name\":\"a\"}]}",
+         "spec.targetRefs: only one of selector and targetRef(s) may be set"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(set(a, "shop", "p", cases[i].spec), -EINVAL);
+        assert_string_equal(last_err, cases[i].err);
+    }
+    assert_int_equal(veil_authz_count(a), 0);
+    veil_authz_free(a);
+}
+
+/* JWTs, path templates and unknown keys: ALLOW rules never match, DENY
+ * rules apply without them. */
+static void test_wp_unsupported(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    assert_int_equal(set(a, "shop", "jwt",
+                         "{" TO_WP ",\"rules\":[{\"from\":[{\"source\":{\"requestPrincipals\":"
+                         "[\"*\"]}}]}]}"),
+                     1);
+    assert_string_equal(last_err, "spec.rules[0].from[0].source.requestPrincipals: not supported "
+                                  "by the waypoint (JWT claims, path templates, this condition "
+                                  "key): ALLOW rules with it match nothing, DENY rules apply "
+                                  "without it; policy attaches to a waypoint");
+    WP_DENIED(a, &r);
+    /* the other rules of the policy still work */
+    assert_int_equal(set(a, "shop", "jwt",
+                         "{" TO_WP ",\"rules\":[{\"from\":[{\"source\":{\"requestPrincipals\":"
+                         "[\"*\"]}}]},{\"to\":[{\"operation\":{\"methods\":[\"GET\"]}}]}]}"),
+                     1);
+    WP_ALLOWED(a, &r);
+    assert_int_equal(veil_authz_remove(a, "shop", "jwt"), 0);
+    assert_int_equal(allow_op(a, "{\"paths\":[\"/api/{*}\"]}"), 1);
+    assert_non_null(strstr(last_err, "operation.paths: not supported by the waypoint"));
+    WP_DENIED(a, &r);
+    assert_int_equal(allow_when(a, "{\"key\":\"request.auth.claims[iss]\",\"values\":[\"x\"]}"), 1);
+    assert_non_null(strstr(last_err, "when[0].key: not supported by the waypoint"));
+    WP_DENIED(a, &r);
+    assert_int_equal(allow_when(a, "{\"key\":\"request.headers[]\",\"values\":[\"x\"]}"), 1);
+    WP_DENIED(a, &r);
+    veil_authz_clear(a);
+    /* DENY: left out, so it denies more (here: every GET) */
+    assert_int_equal(set(a, "shop", "d",
+                         "{" TO_WP ",\"action\":\"DENY\",\"rules\":[{\"from\":[{\"source\":{"
+                         "\"notRequestPrincipals\":[\"*\"]}}],\"to\":[{\"operation\":{"
+                         "\"methods\":[\"GET\"],\"notPaths\":[\"/{**}\"]}}],\"when\":[{\"key\":"
+                         "\"request.auth.audiences\",\"values\":[\"x\"]}]}]}"),
+                     1);
+    WP_DENIED(a, &r);
+    r.method = S("PUT");
+    WP_ALLOWED(a, &r);
+    veil_authz_free(a);
+}
+
+/* A TCP connection through the waypoint: L7 parts as at L4. */
+static void test_wp_tcp(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    r.http = false;
+    assert_int_equal(allow_op(a, "{\"methods\":[\"GET\"]}"), 1);
+    WP_DENIED(a, &r);
+    assert_int_equal(allow_op(a, "{\"ports\":[\"8080\"]}"), 1);
+    WP_ALLOWED(a, &r);
+    assert_int_equal(allow_when(a, "{\"key\":\"request.headers[x-user]\",\"values\":[\"*\"]}"), 1);
+    WP_DENIED(a, &r);
+    veil_authz_clear(a);
+    assert_int_equal(set(a, "shop", "d",
+                         "{" TO_WP ",\"action\":\"DENY\",\"rules\":[{\"to\":[{\"operation\":{"
+                         "\"methods\":[\"DELETE\"],\"ports\":[\"8080\"]}}]}]}"),
+                     1);
+    WP_DENIED(a, &r);
+    r.dst_port = 9090;
+    WP_ALLOWED(a, &r);
+    veil_authz_free(a);
+}
+
+static void test_wp_audit_and_custom(void **state)
+{
+    (void)state;
+    struct veil_authz *a = veil_authz_new(NULL);
+    struct veil_authz_l7_req r = l7req();
+    struct veil_authz_decision d;
+    assert_int_equal(set(a, "shop", "au",
+                         "{" TO_WP ",\"action\":\"AUDIT\",\"rules\":[{\"to\":[{\"operation\":{"
+                         "\"paths\":[\"/api/*\"]}}]}]}"),
+                     1);
+    assert_int_equal(set(a, "shop", "ext",
+                         "{" TO_WP ",\"action\":\"CUSTOM\",\"provider\":{\"name\":\"x\"},"
+                         "\"rules\":[{}]}"),
+                     1);
+    assert_non_null(strstr(last_err, "CUSTOM"));
+    assert_int_equal(veil_authz_decide_l7(a, &r, &d), VEIL_AUTHZ_ALLOW);
+    assert_int_equal(d.reason, VEIL_AUTHZ_NO_POLICY);
+    assert_string_equal(d.audit, "shop/au");
+    r.path = S("/other");
+    veil_authz_decide_l7(a, &r, &d);
+    assert_string_equal(d.audit, "");
+    veil_authz_free(a);
+}
+
+static void test_spec_helpers(void **state)
+{
+    (void)state;
+    struct {
+        const char *spec;
+        bool l7, targeted;
+    } cases[] = {
+        {"{}", false, false},
+        {"{\"rules\":[{\"to\":[{\"operation\":{\"ports\":[\"80\"]}}]}]}", false, false},
+        {"{\"rules\":[{\"to\":[{\"operation\":{\"methods\":[\"GET\"]}}]}]}", true, false},
+        {"{\"rules\":[{\"to\":[{\"operation\":{\"notPaths\":[\"/a\"]}}]}]}", true, false},
+        {"{\"rules\":[{\"from\":[{\"source\":{\"requestPrincipals\":[\"*\"]}}]}]}", true, false},
+        {"{\"rules\":[{\"when\":[{\"key\":\"request.headers[a]\",\"values\":[\"1\"]}]}]}", true,
+         false},
+        {"{\"rules\":[{\"when\":[{\"key\":\"source.ip\",\"values\":[\"1.2.3.4\"]}]}]}", false,
+         false},
+        {"{" TO_WP "}", false, true},
+        {"{\"targetRef\":{\"kind\":\"Service\",\"name\":\"a\"}}", false, true},
+        {"{\"targetRefs\":[]}", false, false},
+        /* malformed: no crash, counts as absent */
+        {"[]", false, false},
+        {"{\"rules\":7,\"targetRef\":\"x\"}", false, false},
+        {"{\"rules\":[7,{\"to\":7},{\"when\":[{\"key\":1},7]}]}", false, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *j = J(cases[i].spec);
+        if (veil_authz_spec_has_l7(j) != cases[i].l7 ||
+            veil_authz_spec_targeted(j) != cases[i].targeted)
+            fail_msg("case %zu: %s", i, cases[i].spec);
+        json_decref(j);
+    }
+}
+
 /* ---- allocation failures ---- */
 
 static void test_alloc_failures(void **state)
@@ -897,6 +1469,17 @@ int main(void)
         cmocka_unit_test(test_spec_copied),
         cmocka_unit_test(test_peer_precedence),
         cmocka_unit_test(test_peer_port_level),
+        cmocka_unit_test(test_wp_deny_post),
+        cmocka_unit_test(test_wp_paths),
+        cmocka_unit_test(test_wp_methods_hosts),
+        cmocka_unit_test(test_wp_headers),
+        cmocka_unit_test(test_wp_sources),
+        cmocka_unit_test(test_wp_binding),
+        cmocka_unit_test(test_wp_refused_targets),
+        cmocka_unit_test(test_wp_unsupported),
+        cmocka_unit_test(test_wp_tcp),
+        cmocka_unit_test(test_wp_audit_and_custom),
+        cmocka_unit_test(test_spec_helpers),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
