@@ -195,6 +195,7 @@ static void h2s_free_mem(struct veil_hbone_h2s *s)
     veil_buf_free(&s->in);
     veil_buf_free(&s->out);
     veil_free(s->authority);
+    hbone__xhdr_free(s);
     if (s->reason_owned)
         veil_free((char *)s->reason);
     veil_free(s);
@@ -571,6 +572,9 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     } else if (is(name, namelen, ":scheme") || is(name, namelen, ":path") ||
                is(name, namelen, ":protocol")) {
         s->has_scheme_or_path = true;
+    } else if (namelen > 0 && name[0] != ':' &&
+               hbone__xhdr_add(s, name, namelen, value, valuelen) != 0) {
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     }
     return 0;
 }

@@ -74,6 +74,10 @@ struct veil_hbone_h2s {
      * is dead (released and detached), frees it instead. */
     struct veil_defer defer_d;
     char *authority; /* "ip:port", allocated */
+    /* Extra request headers, packed "name\0value\0..." (xhdr_len bytes,
+     * nxhdr pairs): the client's until its CONNECT is submitted, the
+     * server's until on_connect returned. NULL: none. */
+    char *xhdr;
     /* client */
     veil_hbone_connect_cb cb;
     void *cb_arg;
@@ -84,6 +88,8 @@ struct veil_hbone_h2s {
     uint16_t status;        /* client: the answer's :status */
     uint8_t phase;          /* enum h2s_phase */
     uint8_t pending;        /* VEIL_L4_* to deliver from defer_d */
+    uint8_t nxhdr;          /* pairs in xhdr */
+    uint16_t xhdr_len;      /* bytes of xhdr */
     bool app : 1;           /* the application holds the handle */
     bool attached : 1;      /* the nghttp2 stream is alive (in h2c->streams) */
     bool queued : 1;        /* client: in h2c->pending, not submitted yet */
@@ -95,6 +101,7 @@ struct veil_hbone_h2s {
     bool rst_sent : 1;
     bool bad : 1; /* server: request refused by hbone itself */
     bool reason_owned : 1;
+    bool xhdr_dropped : 1; /* server: a header past the bounds was not kept */
     /* server: the request's headers */
     bool method_connect : 1, method_seen : 1, has_scheme_or_path : 1, authority_bad : 1;
 };
@@ -165,6 +172,16 @@ int hbone__h2s_submit_response(struct veil_hbone_h2s *s, int status);
 /* Client: the connect failed with `why` (copied unless `is_static`); the
  * callback is queued. */
 void hbone__h2s_fail(struct veil_hbone_h2s *s, const char *why, bool is_static);
+/* headers.c: the extra headers of a stream (xhdr). */
+/* Client: copies n checked headers into s. 0, -EINVAL, -ENOMEM. */
+int hbone__xhdr_set(struct veil_hbone_h2s *s, const struct veil_hbone_header *h, size_t n);
+/* Server: keeps one received header if it fits the bounds (else marks
+ * xhdr_dropped). 0 or -ENOMEM. */
+int hbone__xhdr_add(struct veil_hbone_h2s *s, const uint8_t *name, size_t namelen,
+                    const uint8_t *value, size_t valuelen);
+/* Points out[] (VEIL_HBONE_HEADERS_MAX entries) at s's headers; the count. */
+size_t hbone__xhdr_list(const struct veil_hbone_h2s *s, struct veil_hbone_header *out);
+void hbone__xhdr_free(struct veil_hbone_h2s *s);
 /* Set by server.c / pool.c: runs a stream's phase change from defer_d. */
 void hbone__server_dispatch(struct veil_hbone_h2s *s);
 void hbone__client_dispatch(struct veil_hbone_h2s *s);

@@ -18,6 +18,14 @@
 #define VEIL_HBONE_HANDSHAKE_MS  10000             /* TCP connect + TLS handshake */
 #define VEIL_HBONE_IDLE_MS       60000             /* an h2c with no stream closes */
 #define VEIL_HBONE_AUTHORITY_MAX 64                /* "[v6]:port" fits */
+/* Extra (non-pseudo) request headers of a CONNECT: at most this many, with
+ * names and values together at most this many bytes. A dial over either
+ * bound is refused; a server keeps the first ones that fit (docs/hbone.md). */
+#define VEIL_HBONE_HEADERS_MAX   8
+#define VEIL_HBONE_HEADERS_BYTES 2048
+/* The header a waypoint's CONNECT carries to the destination: the original
+ * caller's SPIFFE ID. Trusted only from a waypoint (docs/hbone.md). */
+#define VEIL_HBONE_SOURCE_PRINCIPAL "x-veil-source-principal"
 
 /* Limits of a server or a pool. */
 struct veil_hbone_limits {
@@ -64,6 +72,15 @@ struct veil_hbone_h2s;
 /* A client connection pool. Opaque. */
 struct veil_hbone_pool;
 
+/* One extra request header of a CONNECT: a lower-case token name (not a
+ * pseudo-header, not a connection-specific one: connection, keep-alive,
+ * proxy-connection, transfer-encoding, upgrade, te, host) and a value
+ * without CR, LF, NUL or other control characters (HTAB allowed) and
+ * without leading or trailing blanks. */
+struct veil_hbone_header {
+    const char *name, *value;
+};
+
 /* What on_connect learns about one CONNECT. Valid during the call only. */
 struct veil_hbone_connect_info {
     const char *authority;      /* "ip:port" as sent, validated */
@@ -74,6 +91,13 @@ struct veil_hbone_connect_info {
     socklen_t peer_len;
     const struct sockaddr *local; /* our address of the h2c (getsockname) */
     socklen_t local_len;
+    /* The request's other headers, in the order received: at most
+     * VEIL_HBONE_HEADERS_MAX of them, VEIL_HBONE_HEADERS_BYTES together
+     * (names and values); those past the bounds are not kept and
+     * headers_dropped says so. Look one up with veil_hbone_connect_header(). */
+    const struct veil_hbone_header *headers;
+    size_t nheaders;
+    bool headers_dropped;
 };
 
 /* Callbacks of a server. */
@@ -116,6 +140,12 @@ struct veil_hbone_dial {
     socklen_t dst_len;
     const char *authority; /* the tunnel's destination, "ip:port" (":authority") */
     const char *server_id; /* the SPIFFE ID the server's certificate must carry */
+    /* Extra request headers of this stream's CONNECT (copied; may differ
+     * from one dial of a key to the next): at most VEIL_HBONE_HEADERS_MAX,
+     * VEIL_HBONE_HEADERS_BYTES together, each valid (struct
+     * veil_hbone_header), else the dial fails with EINVAL. */
+    const struct veil_hbone_header *headers;
+    size_t nheaders;
     /* Makes a non-blocking TCP socket of dst's family (e.g. inside a pod's
      * network namespace, with a mark): an fd, or -errno. NULL: socket(). */
     int (*make_socket)(int family, void *arg);

@@ -105,10 +105,12 @@ struct veil_hbone_pool *veil_hbone_pool_new(struct veil_loop *loop,
  * with "wrong server identity"). cb runs once, from the loop, never from
  * inside this call (see veil_hbone_connect_cb). A failed h2c fails all the
  * streams waiting on it.
+ * d->headers go with this stream's CONNECT, after :method and :authority.
  * Returns the pending h2s (a handle for veil_hbone_h2s_cancel() until cb
  * runs; then the same pointer is the open tunnel on 200), or NULL with
- * errno set (EINVAL: a field missing, authority too long; ENOMEM; the
- * socket factory's error) and cb is not called.
+ * errno set (EINVAL: a field missing, authority too long, headers refused
+ * by veil_hbone_headers_check(); ENOMEM; the socket factory's error) and cb
+ * is not called.
  */
 struct veil_hbone_h2s *veil_hbone_pool_connect(struct veil_hbone_pool *pool,
                                                const struct veil_hbone_dial *d,
@@ -131,6 +133,15 @@ void veil_hbone_pool_stats(const struct veil_hbone_pool *pool, struct veil_hbone
 void veil_hbone_pool_free(struct veil_hbone_pool *pool);
 
 /* ---- helpers ---- */
+
+/* The value of the extra request header `name` (lower case) of a CONNECT
+ * given to on_connect (the first one if it came more than once), or NULL.
+ * Only the headers the server kept are seen (info->headers_dropped). */
+const char *veil_hbone_connect_header(const struct veil_hbone_connect_info *info, const char *name);
+
+/* Whether n extra headers are acceptable for a dial (see struct
+ * veil_hbone_header and the bounds in hbone-t.h): 0 or -EINVAL. */
+int veil_hbone_headers_check(const struct veil_hbone_header *h, size_t n);
 
 /* Parses an HBONE authority, "a.b.c.d:port" or "[v6]:port" (port 1-65535,
  * nothing else), into *ss. 0 or -EINVAL. */

@@ -25,13 +25,20 @@ struct veil_hbone_pool {
 
 static void submit(struct hbone_h2c *c, struct veil_hbone_h2s *s)
 {
-    const nghttp2_nv nva[] = {
+    nghttp2_nv nva[2 + VEIL_HBONE_HEADERS_MAX] = {
         {(uint8_t *)":method", (uint8_t *)"CONNECT", 7, 7, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)":authority", (uint8_t *)s->authority, 10, strlen(s->authority),
          NGHTTP2_NV_FLAG_NONE},
     };
-    /* HEADERS only: DATA goes out as the tunnel is written (h2c.c). */
-    int32_t id = nghttp2_submit_headers(c->ng, NGHTTP2_FLAG_NONE, -1, NULL, nva, 2, s);
+    struct veil_hbone_header h[VEIL_HBONE_HEADERS_MAX];
+    size_t n = hbone__xhdr_list(s, h);
+    for (size_t i = 0; i < n; i++)
+        nva[2 + i] = (nghttp2_nv){(uint8_t *)h[i].name, (uint8_t *)h[i].value, strlen(h[i].name),
+                                  strlen(h[i].value), NGHTTP2_NV_FLAG_NONE};
+    /* HEADERS only: DATA goes out as the tunnel is written (h2c.c).
+     * nghttp2 copies the header block: the stream's copy goes. */
+    int32_t id = nghttp2_submit_headers(c->ng, NGHTTP2_FLAG_NONE, -1, NULL, nva, 2 + n, s);
+    hbone__xhdr_free(s);
     if (id < 0) {
         hbone__h2s_fail(s, nghttp2_strerror(id), true);
         return;
@@ -289,7 +296,8 @@ static bool dial_ok(const struct veil_hbone_dial *d)
 {
     return d != NULL && d->key != NULL && d->tls != NULL && d->dst != NULL && d->dst_len > 0 &&
            d->authority != NULL && d->authority[0] != '\0' &&
-           strlen(d->authority) < VEIL_HBONE_AUTHORITY_MAX && d->server_id != NULL;
+           strlen(d->authority) < VEIL_HBONE_AUTHORITY_MAX && d->server_id != NULL &&
+           veil_hbone_headers_check(d->headers, d->nheaders) == 0;
 }
 
 struct veil_hbone_h2s *veil_hbone_pool_connect(struct veil_hbone_pool *pool,
@@ -307,11 +315,13 @@ struct veil_hbone_h2s *veil_hbone_pool_connect(struct veil_hbone_pool *pool,
     s->cb = cb;
     s->cb_arg = arg;
     s->authority = veil_strdup(d->authority);
-    struct hbone_h2c *c = s->authority != NULL ? find(pool, d->key) : NULL;
+    bool ok = s->authority != NULL && hbone__xhdr_set(s, d->headers, d->nheaders) == 0;
+    struct hbone_h2c *c = ok ? find(pool, d->key) : NULL;
     if (c != NULL) {
         hbone__stat(pool->stats, HS_REUSE, 1);
-    } else if (s->authority == NULL || (c = dial(pool, d)) == NULL) {
-        int e = s->authority == NULL ? ENOMEM : errno;
+    } else if (!ok || (c = dial(pool, d)) == NULL) {
+        int e = !ok ? ENOMEM : errno;
+        hbone__xhdr_free(s);
         veil_free(s->authority);
         veil_free(s); /* its buffers never held anything */
         errno = e;

@@ -67,6 +67,8 @@ void hbone__server_dispatch(struct veil_hbone_h2s *s)
     struct veil_hbone_server *srv = c->srv;
     struct sockaddr_storage dst;
     socklen_t dst_len = 0;
+    struct veil_hbone_header hdrs[VEIL_HBONE_HEADERS_MAX];
+    size_t nhdrs = hbone__xhdr_list(s, hdrs);
     veil_hbone_parse_authority(s->authority, strlen(s->authority), &dst, &dst_len);
     const struct veil_hbone_connect_info info = {
         .authority = s->authority,
@@ -77,10 +79,21 @@ void hbone__server_dispatch(struct veil_hbone_h2s *s)
         .peer_len = c->peer_len,
         .local = (const struct sockaddr *)&c->local,
         .local_len = c->local_len,
+        .headers = hdrs,
+        .nheaders = nhdrs,
+        .headers_dropped = s->xhdr_dropped,
     };
     s->phase = H2S_WAIT_APP;
     hbone__stat(c->stats, HS_STREAMS_TOTAL, 1);
+    /* The headers are not needed after the call: free them now, the
+     * stream may live long. on_connect may have released the stream
+     * (respond() with an error): then it is freed from the loop, later. */
+    char *xhdr = s->xhdr;
+    s->xhdr = NULL;
+    s->xhdr_len = 0;
+    s->nxhdr = 0;
     srv->cbs.on_connect(s, &info, srv->arg);
+    veil_free(xhdr);
 }
 
 int veil_hbone_h2s_respond(struct veil_hbone_h2s *s, int status)

@@ -3,6 +3,7 @@
 
 #include "core/alloc.h"
 #include "core/file.h"
+#include "tls/spiffe.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -130,6 +131,7 @@ static void wl_free(struct veil_node_wl *w)
     veil_free(w->node);
     veil_free(w->service_account);
     veil_free(w->identity);
+    veil_free(w->waypoint);
     veil_free(w);
 }
 
@@ -147,6 +149,10 @@ static void svc_free(struct veil_node_svc *s)
         veil_free(s->eps[i].ports);
     }
     veil_free(s->eps);
+    veil_free(s->waypoint.name);
+    veil_free(s->waypoint.ns);
+    veil_free(s->waypoint.identity);
+    veil_free(s->waypoint.workload);
     veil_free(s->ns);
     veil_free(s->name);
     veil_free(s);
@@ -244,6 +250,11 @@ static int parse_wl(struct veil_node_item *it, json_t *spec, char *err, size_t e
     w->node = dup_or_null(node, &rc);
     w->service_account = dup_or_null(sa != NULL ? sa : "default", &rc);
     w->identity = dup_or_null(id, &rc);
+    /* Labels are the control plane's to check: a waypoint is a workload
+     * with a non-empty string under the label. */
+    const char *wp = jstr(json_object_get(spec, "labels"), VEIL_NODE_WAYPOINT_LABEL);
+    if (wp != NULL && wp[0] != '\0')
+        w->waypoint = dup_or_null(wp, &rc);
     return rc;
 }
 
@@ -280,6 +291,37 @@ static int parse_ep(struct veil_node_ep *ep, json_t *e, const char *key, size_t 
         ep->nports++;
     }
     return 0;
+}
+
+/* spec.waypoint (CONTRACT A, docs/resources.md): absent or null, or all of
+ * name, namespace, address (IPv4) and identity (a workload SPIFFE ID), and
+ * optionally workload. */
+static int parse_svc_wp(struct veil_node_item *it, json_t *spec, char *err, size_t errlen)
+{
+    json_t *o = json_object_get(spec, "waypoint");
+    if (o == NULL || json_is_null(o))
+        return 0;
+    const char *name, *ns, *addr, *id, *wl;
+    if (!json_is_object(o) || opt_str(o, "name", &name) || opt_str(o, "namespace", &ns) ||
+        opt_str(o, "address", &addr) || opt_str(o, "identity", &id) || opt_str(o, "workload", &wl))
+        return fail(err, errlen, "%s: spec.waypoint: not an object of strings", it->key);
+    if (name == NULL || name[0] == '\0' || ns == NULL || ns[0] == '\0')
+        return fail(err, errlen, "%s: spec.waypoint: name and namespace are required", it->key);
+    struct veil_node_svc_wp *w = &it->u.svc->waypoint;
+    if (parse_ip(addr, &w->addr) != 0)
+        return fail(err, errlen, "%s: spec.waypoint.address: not an IPv4 address: \"%s\"", it->key,
+                    addr != NULL ? addr : "");
+    struct veil_spiffe_id sid;
+    if (id == NULL || veil_spiffe_parse(id, &sid) != 0 || sid.kind != VEIL_SPIFFE_WORKLOAD)
+        return fail(err, errlen, "%s: spec.waypoint.identity: not a workload SPIFFE ID: \"%s\"",
+                    it->key, id != NULL ? id : "");
+    int rc = 0;
+    w->name = dup_or_null(name, &rc);
+    w->ns = dup_or_null(ns, &rc);
+    w->identity = dup_or_null(id, &rc);
+    w->workload = dup_or_null(wl, &rc);
+    it->u.svc->has_waypoint = rc == 0;
+    return rc;
 }
 
 static int parse_svc(struct veil_node_item *it, json_t *spec, char *err, size_t errlen)
@@ -328,7 +370,7 @@ static int parse_svc(struct veil_node_item *it, json_t *spec, char *err, size_t 
         if ((rc = parse_ep(&s->eps[i], p, it->key, i, err, errlen)) != 0)
             return rc;
     }
-    return 0;
+    return parse_svc_wp(it, spec, err, errlen);
 }
 
 static enum veil_node_item_kind kind_of(const char *kind)
@@ -341,6 +383,8 @@ static enum veil_node_item_kind kind_of(const char *kind)
         return VEIL_NODE_AUTHZ_POLICY;
     if (strcmp(kind, "PeerAuthentication") == 0)
         return VEIL_NODE_PEER_AUTHN;
+    if (strcmp(kind, "HTTPRoute") == 0 || strcmp(kind, "GRPCRoute") == 0)
+        return VEIL_NODE_ROUTE;
     return VEIL_NODE_OTHER;
 }
 
@@ -372,6 +416,8 @@ static int item_parse(const struct veil_node_cfg *cfg, json_t *obj, size_t i,
     else if (rc == 0 && (it->kind == VEIL_NODE_AUTHZ_POLICY || it->kind == VEIL_NODE_PEER_AUTHN) &&
              cfg->hooks.check_policy != NULL)
         rc = cfg->hooks.check_policy(cfg->hooks.ctx, it, err, errlen);
+    else if (rc == 0 && it->kind == VEIL_NODE_ROUTE && cfg->route_hooks.check != NULL)
+        rc = cfg->route_hooks.check(cfg->route_hooks.ctx, it, err, errlen);
     if (rc != 0) {
         item_free(it);
         return rc;
@@ -389,6 +435,12 @@ void veil_node_cfg_init(struct veil_node_cfg *cfg, const struct veil_node_cfg_ho
         cfg->hooks = *hooks;
 }
 
+void veil_node_cfg_set_route_hooks(struct veil_node_cfg *cfg,
+                                   const struct veil_node_cfg_route_hooks *hooks)
+{
+    cfg->route_hooks = hooks != NULL ? *hooks : (struct veil_node_cfg_route_hooks){0};
+}
+
 static void items_clear(struct veil_node_idx *items)
 {
     for (size_t i = 0; i < items->cap; i++)
@@ -397,20 +449,43 @@ static void items_clear(struct veil_node_idx *items)
     idx_clear(items);
 }
 
-void veil_node_cfg_free(struct veil_node_cfg *cfg)
+/* The indexes built from the items (reindex()). */
+static void sec_clear(struct veil_node_cfg *cfg)
 {
-    items_clear(&cfg->items);
     idx_clear(&cfg->wl_by_ip);
     idx_clear(&cfg->svc_by_vip);
     idx_clear(&cfg->svc_by_name);
     idx_clear(&cfg->ep_by_ip);
+    idx_clear(&cfg->wp_by_id);
+}
+
+/* dst's indexes are replaced by src's (which dst then owns). */
+static void sec_move(struct veil_node_cfg *dst, const struct veil_node_cfg *src)
+{
+    sec_clear(dst);
+    dst->wl_by_ip = src->wl_by_ip;
+    dst->svc_by_vip = src->svc_by_vip;
+    dst->svc_by_name = src->svc_by_name;
+    dst->ep_by_ip = src->ep_by_ip;
+    dst->wp_by_id = src->wp_by_id;
+}
+
+void veil_node_cfg_free(struct veil_node_cfg *cfg)
+{
+    items_clear(&cfg->items);
+    sec_clear(cfg);
 }
 
 static int index_item(struct veil_node_cfg *cfg, struct veil_node_item *it)
 {
     char k[512];
-    if (it->kind == VEIL_NODE_WORKLOAD && it->u.wl->has_addr)
-        return idx_put(&cfg->wl_by_ip, it->u.wl->addr_str, it, NULL);
+    if (it->kind == VEIL_NODE_WORKLOAD) {
+        const struct veil_node_wl *w = it->u.wl;
+        int rc = w->has_addr ? idx_put(&cfg->wl_by_ip, w->addr_str, it, NULL) : 0;
+        if (rc == 0 && w->waypoint != NULL)
+            rc = idx_put(&cfg->wp_by_id, w->identity, it, NULL);
+        return rc;
+    }
     if (it->kind != VEIL_NODE_SERVICE)
         return 0;
     snprintf(k, sizeof(k), "%s/%s", it->ns, it->name);
@@ -434,20 +509,10 @@ static int reindex(struct veil_node_cfg *cfg)
     for (size_t i = 0; i < cfg->items.cap; i++)
         for (struct veil_node_idx_ent *e = cfg->items.b[i]; e != NULL; e = e->next)
             if (index_item(&tmp, e->item) != 0) {
-                idx_clear(&tmp.wl_by_ip);
-                idx_clear(&tmp.svc_by_vip);
-                idx_clear(&tmp.svc_by_name);
-                idx_clear(&tmp.ep_by_ip);
+                sec_clear(&tmp);
                 return -ENOMEM;
             }
-    idx_clear(&cfg->wl_by_ip);
-    idx_clear(&cfg->svc_by_vip);
-    idx_clear(&cfg->svc_by_name);
-    idx_clear(&cfg->ep_by_ip);
-    cfg->wl_by_ip = tmp.wl_by_ip;
-    cfg->svc_by_vip = tmp.svc_by_vip;
-    cfg->svc_by_name = tmp.svc_by_name;
-    cfg->ep_by_ip = tmp.ep_by_ip;
+    sec_move(cfg, &tmp);
     return 0;
 }
 
@@ -456,10 +521,20 @@ static bool is_policy(const struct veil_node_item *it)
     return it->kind == VEIL_NODE_AUTHZ_POLICY || it->kind == VEIL_NODE_PEER_AUTHN;
 }
 
-static void notify(struct veil_node_cfg *cfg, const char *key, const struct veil_node_item *it)
+/* Tells the hook of `kind` (a policy or a route kind; key NULL: forget all
+ * of that hook's items) that key changed to it (NULL: removed). */
+static void notify(struct veil_node_cfg *cfg, enum veil_node_item_kind kind, const char *key,
+                   const struct veil_node_item *it)
 {
-    if (cfg->hooks.policy != NULL)
+    if (kind == VEIL_NODE_ROUTE && cfg->route_hooks.route != NULL)
+        cfg->route_hooks.route(cfg->route_hooks.ctx, key, it);
+    else if (kind != VEIL_NODE_ROUTE && cfg->hooks.policy != NULL)
         cfg->hooks.policy(cfg->hooks.ctx, key, it);
+}
+
+static bool is_hooked(const struct veil_node_item *it)
+{
+    return is_policy(it) || it->kind == VEIL_NODE_ROUTE;
 }
 
 struct parsed {
@@ -539,20 +614,22 @@ static int commit(struct veil_node_cfg *cfg, struct parsed *p)
     if (reindex(&tmp) != 0)
         goto nomem;
     /* Point of no return: free what is gone, tell about policies. */
-    if (p->full)
-        notify(cfg, NULL, NULL);
+    if (p->full) {
+        notify(cfg, VEIL_NODE_AUTHZ_POLICY, NULL, NULL);
+        notify(cfg, VEIL_NODE_ROUTE, NULL, NULL);
+    }
     for (size_t b = 0; b < cfg->items.cap; b++)
         for (struct veil_node_idx_ent *e = cfg->items.b[b]; e != NULL; e = e->next) {
             struct veil_node_item *now = idx_get(&next, e->k);
             if (now != e->item) {
-                if (now == NULL && is_policy(e->item) && !p->full)
-                    notify(cfg, e->k, NULL);
+                if (now == NULL && is_hooked(e->item) && !p->full)
+                    notify(cfg, e->item->kind, e->k, NULL);
                 item_free(e->item);
             }
         }
     for (i = 0; i < p->n; i++)
-        if (idx_get(&next, p->items[i]->key) == p->items[i] && is_policy(p->items[i]))
-            notify(cfg, p->items[i]->key, p->items[i]);
+        if (idx_get(&next, p->items[i]->key) == p->items[i] && is_hooked(p->items[i]))
+            notify(cfg, p->items[i]->kind, p->items[i]->key, p->items[i]);
     /* Upserts that a later upsert of the same key replaced. */
     for (i = 0; i < p->n; i++)
         if (idx_get(&next, p->items[i]->key) != p->items[i])
@@ -561,15 +638,8 @@ static int commit(struct veil_node_cfg *cfg, struct parsed *p)
     p->items = NULL;
     p->n = 0;
     idx_clear(&cfg->items);
-    idx_clear(&cfg->wl_by_ip);
-    idx_clear(&cfg->svc_by_vip);
-    idx_clear(&cfg->svc_by_name);
-    idx_clear(&cfg->ep_by_ip);
     cfg->items = next;
-    cfg->wl_by_ip = tmp.wl_by_ip;
-    cfg->svc_by_vip = tmp.svc_by_vip;
-    cfg->svc_by_name = tmp.svc_by_name;
-    cfg->ep_by_ip = tmp.ep_by_ip;
+    sec_move(cfg, &tmp);
     return 0;
 nomem:
     idx_clear(&next);
@@ -728,6 +798,13 @@ struct veil_node_svc *veil_node_cfg_svc_by_vip(const struct veil_node_cfg *cfg, 
     inet_ntop(AF_INET, &vip, k, sizeof(k));
     struct veil_node_item *it = idx_get(&cfg->svc_by_vip, k);
     return it != NULL ? it->u.svc : NULL;
+}
+
+const struct veil_node_wl *veil_node_cfg_waypoint_by_id(const struct veil_node_cfg *cfg,
+                                                        const char *id)
+{
+    const struct veil_node_item *it = id != NULL ? idx_get(&cfg->wp_by_id, id) : NULL;
+    return it != NULL ? it->u.wl : NULL;
 }
 
 struct veil_node_svc *veil_node_cfg_svc_by_name(const struct veil_node_cfg *cfg, const char *ns,

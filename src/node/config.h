@@ -18,15 +18,19 @@
 /* An empty table set (version 0, not loaded). `hooks` may be NULL. */
 void veil_node_cfg_init(struct veil_node_cfg *cfg, const struct veil_node_cfg_hooks *hooks);
 void veil_node_cfg_free(struct veil_node_cfg *cfg);
+/* Sets the route hooks (after init, before the first apply); NULL: none. */
+void veil_node_cfg_set_route_hooks(struct veil_node_cfg *cfg,
+                                   const struct veil_node_cfg_route_hooks *hooks);
 
 /*
  * Applies one update line (len bytes of JSON, need not be NUL-terminated):
- * all or nothing. Every upsert is parsed and checked first (and policies
- * through hooks->check_policy); if one is refused, nothing changes and
- * -EINVAL is returned with the reason in err. A non-full update must bring
- * a version newer than the one held. On success *version (if not NULL) is
- * the update's version, the indexes are rebuilt and the policy hooks have
- * run. -ENOMEM leaves the tables as they were.
+ * all or nothing. Every upsert is parsed and checked first (policies
+ * through hooks->check_policy, routes through the route hooks' check); if one
+ * is refused, nothing changes and -EINVAL is returned with the reason in
+ * err. A non-full update must bring a version newer than the one held. On
+ * success *version (if not NULL) is the update's version, the indexes are
+ * rebuilt and the policy and route hooks have run. -ENOMEM leaves the
+ * tables as they were.
  */
 int veil_node_cfg_apply(struct veil_node_cfg *cfg, const char *json, size_t len, uint64_t *version,
                         char *err, size_t errlen);
@@ -57,6 +61,10 @@ const struct veil_node_ep *veil_node_cfg_ep_by_ip(const struct veil_node_cfg *cf
                                                   struct in_addr ip);
 /* The service whose ClusterIP is `vip`, or NULL. */
 struct veil_node_svc *veil_node_cfg_svc_by_vip(const struct veil_node_cfg *cfg, struct in_addr vip);
+/* A waypoint workload (one with the label VEIL_NODE_WAYPOINT_LABEL) whose
+ * identity is `id`, or NULL: whether a TLS peer is a waypoint. */
+const struct veil_node_wl *veil_node_cfg_waypoint_by_id(const struct veil_node_cfg *cfg,
+                                                        const char *id);
 /* The service ns/name, or NULL. */
 struct veil_node_svc *veil_node_cfg_svc_by_name(const struct veil_node_cfg *cfg, const char *ns,
                                                 const char *name);

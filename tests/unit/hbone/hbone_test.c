@@ -29,6 +29,7 @@
 #include "core/container.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "hbone/hbone-int.h"
 #include "hbone/hbone.h"
 #include "l4/pump.h"
 #include "tls/ca.h"
@@ -101,6 +102,9 @@ struct env {
     int on_connects;
     char last_peer_id[256];
     char last_authority[64];
+    char last_principal[256]; /* x-veil-source-principal, "" if none */
+    size_t last_nheaders;
+    bool last_dropped;
     int srv_pumps, srv_pumps_done, srv_pumps_failed;
     struct veil_hbone_h2s *deferred;
     /* what the test waits for */
@@ -246,6 +250,10 @@ static void on_connect(struct veil_hbone_h2s *h2s, const struct veil_hbone_conne
     e->on_connects++;
     snprintf(e->last_peer_id, sizeof(e->last_peer_id), "%s", info->peer_id);
     snprintf(e->last_authority, sizeof(e->last_authority), "%s", info->authority);
+    const char *principal = veil_hbone_connect_header(info, "x-veil-source-principal");
+    snprintf(e->last_principal, sizeof(e->last_principal), "%s", principal ? principal : "");
+    e->last_nheaders = info->nheaders;
+    e->last_dropped = info->headers_dropped;
     assert_string_equal(veil_hbone_h2s_authority(h2s), info->authority);
     assert_int_equal(info->dst->sa_family, AF_INET);
     assert_int_equal(info->peer->sa_family, AF_INET);
@@ -1071,6 +1079,143 @@ static void authority_parse_and_format(void **state)
         assert_int_equal(veil_hbone_parse_authority(bad[i], strlen(bad[i]), &ss, &len), -EINVAL);
 }
 
+/* ---- extra request headers ---- */
+
+#define WAYPOINT_CALLER "spiffe://cluster.local/ns/shop/sa/caller"
+
+/* A header sent with a dial arrives in on_connect; the next dial on the
+ * same h2c without headers carries none. */
+static void extra_headers_arrive(void **state)
+{
+    struct env *e = *state;
+    start_servers(e);
+    char auth[64];
+    echo_authority(e, auth, sizeof(auth));
+    const struct veil_hbone_header hdrs[] = {
+        {"x-veil-source-principal", WAYPOINT_CALLER},
+        {"baggage", "k8s.namespace.name=shop,service.name=caller"},
+    };
+    struct veil_hbone_dial d;
+    dial_for(e, &d, auth);
+    d.headers = hdrs;
+    d.nheaders = 2;
+    struct tunnel t;
+    tunnel_open(e, &t, &d, 1000, 3);
+    e->until = server_pumps_done;
+    run(e);
+    assert_true(t.done && !t.failed && !t.bad && t.received == 1000);
+    assert_string_equal(e->last_principal, WAYPOINT_CALLER);
+    assert_int_equal(e->last_nheaders, 2);
+    assert_false(e->last_dropped);
+    d.headers = NULL;
+    d.nheaders = 0;
+    tunnel_open(e, &t, &d, 10, 4);
+    run(e);
+    assert_true(t.done && !t.failed && t.received == 10);
+    assert_string_equal(e->last_principal, "");
+    assert_int_equal(e->last_nheaders, 0);
+    assert_int_equal(e->on_connects, 2);
+    struct veil_hbone_stats ps;
+    veil_hbone_pool_stats(e->pool, &ps);
+    assert_int_equal(ps.connections_total, 1);
+}
+
+/* Headers that break the rules or the bounds are refused at dial: EINVAL,
+ * no callback, nothing sent. */
+static void bad_extra_headers_refused_at_dial(void **state)
+{
+    struct env *e = *state;
+    start_servers(e);
+    static char big[VEIL_HBONE_HEADERS_BYTES];
+    memset(big, 'v', sizeof(big) - 1);
+    const struct veil_hbone_header bad[][1] = {
+        {{"X-Upper", "v"}},    {{"has space", "v"}}, {{"", "v"}},          {{":path", "/"}},
+        {{"connection", "x"}}, {{"host", "a"}},      {{"te", "trailers"}}, {{"x-crlf", "a\r\nb"}},
+        {{"x-lf", "a\nb"}},    {{"x-ctl", "a\x01"}}, {{"x-lead", " v"}},   {{"x-trail", "v\t"}},
+        {{"x-big", big}},      {{NULL, "v"}},        {{"x-null", NULL}},
+    };
+    char auth[64];
+    echo_authority(e, auth, sizeof(auth));
+    struct veil_hbone_dial d;
+    dial_for(e, &d, auth);
+    struct tunnel t = {.e = e};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(veil_hbone_headers_check(bad[i], 1), -EINVAL);
+        d.headers = bad[i];
+        d.nheaders = 1;
+        errno = 0;
+        assert_null(veil_hbone_pool_connect(e->pool, &d, tunnel_cb, &t));
+        assert_int_equal(errno, EINVAL);
+    }
+    /* Too many, and too many bytes together (each one fine alone). */
+    struct veil_hbone_header many[VEIL_HBONE_HEADERS_MAX + 1];
+    for (size_t i = 0; i < VEIL_HBONE_HEADERS_MAX + 1; i++)
+        many[i] = (struct veil_hbone_header){"x-h", "v"};
+    assert_int_equal(veil_hbone_headers_check(many, VEIL_HBONE_HEADERS_MAX), 0);
+    assert_int_equal(veil_hbone_headers_check(many, VEIL_HBONE_HEADERS_MAX + 1), -EINVAL);
+    static char half[VEIL_HBONE_HEADERS_BYTES / 2];
+    memset(half, 'v', sizeof(half) - 1);
+    const struct veil_hbone_header two[] = {{"x-a", half}, {"x-b", half}};
+    assert_int_equal(veil_hbone_headers_check(two, 1), 0);
+    assert_int_equal(veil_hbone_headers_check(two, 2), -EINVAL);
+    d.headers = many;
+    d.nheaders = VEIL_HBONE_HEADERS_MAX + 1;
+    assert_null(veil_hbone_pool_connect(e->pool, &d, tunnel_cb, &t));
+    assert_int_equal(errno, EINVAL);
+    d.headers = NULL;
+    d.nheaders = 1;
+    assert_null(veil_hbone_pool_connect(e->pool, &d, tunnel_cb, &t));
+    assert_int_equal(errno, EINVAL);
+    assert_false(t.cb_called);
+    /* Good ones pass, obs-text and inner blanks included. */
+    const struct veil_hbone_header good[] = {{"x-veil-source-principal", WAYPOINT_CALLER},
+                                             {"traceparent", "00-ab-cd-01"},
+                                             {"x-t", "a b\tc \xc3\xa9"},
+                                             {"x-empty", ""}};
+    assert_int_equal(veil_hbone_headers_check(good, 4), 0);
+    assert_int_equal(veil_hbone_headers_check(NULL, 0), 0);
+    struct veil_hbone_stats ps;
+    veil_hbone_pool_stats(e->pool, &ps);
+    assert_int_equal(ps.connections_total, 0);
+    assert_int_equal(ps.streams_total, 0);
+}
+
+/* The server keeps at most VEIL_HBONE_HEADERS_MAX headers and
+ * VEIL_HBONE_HEADERS_BYTES, says it dropped some, and the lookup finds the
+ * first of a name. */
+static void server_keeps_headers_within_bounds(void **state)
+{
+    (void)state;
+    struct veil_hbone_h2s *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+    const uint8_t *v = (const uint8_t *)"one";
+    assert_int_equal(hbone__xhdr_add(s, (const uint8_t *)"x-a", 3, v, 3), 0);
+    assert_int_equal(hbone__xhdr_add(s, (const uint8_t *)"x-a", 3, (const uint8_t *)"two", 3), 0);
+    static uint8_t big[VEIL_HBONE_HEADERS_BYTES];
+    memset(big, 'b', sizeof(big));
+    assert_int_equal(hbone__xhdr_add(s, (const uint8_t *)"x-big", 5, big, sizeof(big)), 0);
+    assert_true(s->xhdr_dropped);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(hbone__xhdr_add(s, (const uint8_t *)"x-n", 3, v, 3), 0);
+    assert_int_equal(s->nxhdr, VEIL_HBONE_HEADERS_MAX);
+    struct veil_hbone_header h[VEIL_HBONE_HEADERS_MAX];
+    struct veil_hbone_connect_info info = {.headers = h, .nheaders = hbone__xhdr_list(s, h)};
+    assert_int_equal(info.nheaders, VEIL_HBONE_HEADERS_MAX);
+    assert_string_equal(veil_hbone_connect_header(&info, "x-a"), "one");
+    assert_string_equal(veil_hbone_connect_header(&info, "x-n"), "one");
+    assert_null(veil_hbone_connect_header(&info, "x-big"));
+    assert_null(veil_hbone_connect_header(&info, "x-other"));
+    assert_null(veil_hbone_connect_header(NULL, "x-a"));
+    /* A value with a NUL is not kept (it could not be read back whole). */
+    hbone__xhdr_free(s);
+    s->xhdr_dropped = false;
+    assert_int_equal(hbone__xhdr_add(s, (const uint8_t *)"x-z", 3, (const uint8_t *)"a\0b", 3), 0);
+    assert_true(s->xhdr_dropped);
+    assert_int_equal(s->nxhdr, 0);
+    hbone__xhdr_free(s);
+    free(s);
+}
+
 /* ---- allocation failures ---- */
 
 static void alloc_failures(void **state)
@@ -1137,6 +1282,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(pool_free_fails_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_connects_answered, setup, teardown),
         cmocka_unit_test_setup_teardown(alloc_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(extra_headers_arrive, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_extra_headers_refused_at_dial, setup, teardown),
+        cmocka_unit_test(server_keeps_headers_within_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

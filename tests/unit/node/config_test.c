@@ -276,6 +276,153 @@ static void save_and_load(void **state)
     veil_node_cfg_free(&b);
 }
 
+/* ---- waypoints (CONTRACT A) and routes ---- */
+
+#define WP_ID "spiffe://cluster.local/ns/default/sa/wp"
+
+#define WP_WL                                                                                      \
+    "{\"key\":\"Workload/default/wp\",\"kind\":\"Workload\",\"namespace\":\"default\","            \
+    "\"name\":\"wp\",\"spec\":{\"source\":\"Pod\",\"address\":\"198.18.1.12\",\"node\":"           \
+    "\"wp.default.wp\",\"serviceAccount\":\"wp\",\"identity\":\"" WP_ID "\",\"labels\":{"          \
+    "\"gateway.networking.k8s.io/gateway-name\":\"wp\"}}}"
+
+#define WAYPOINT(addr, id)                                                                         \
+    "{\"name\":\"wp\",\"namespace\":\"default\",\"address\":\"" addr "\",\"identity\":\"" id       \
+    "\",\"workload\":\"Workload/default/wp\"}"
+
+#define SVC_WP(wp)                                                                                 \
+    "{\"key\":\"Service/default/web\",\"kind\":\"Service\",\"namespace\":\"default\","             \
+    "\"name\":\"web\",\"spec\":{\"clusterIP\":\"198.19.0.1\",\"ports\":[{\"name\":\"http\","       \
+    "\"port\":80}],\"endpoints\":[" EP("web-1", "198.18.1.2", "8080") "],\"waypoint\":" wp "}}"
+
+#define ROUTE(kind, name)                                                                          \
+    "{\"key\":\"" kind "/default/" name "\",\"kind\":\"" kind "\",\"namespace\":\"default\","      \
+    "\"name\":\"" name "\",\"spec\":{\"parentRefs\":[{\"kind\":\"Service\",\"name\":\"web\"}]}}"
+
+static void service_waypoint_parsed(void **state)
+{
+    (void)state;
+    struct veil_node_cfg cfg;
+    char err[256] = "";
+    veil_node_cfg_init(&cfg, NULL);
+    const char *u = "{\"version\":1,\"full\":true,\"upserts\":[" WL(
+        "web-1", "198.18.1.2") "," WP_WL "," SVC_WP(WAYPOINT("198.18.1.12", WP_ID)) "]}";
+    assert_int_equal(apply(&cfg, u, err), 0);
+    const struct veil_node_svc *s = veil_node_cfg_svc_by_vip(&cfg, ip("198.19.0.1"));
+    assert_non_null(s);
+    assert_true(s->has_waypoint);
+    assert_string_equal(s->waypoint.name, "wp");
+    assert_string_equal(s->waypoint.ns, "default");
+    assert_string_equal(s->waypoint.identity, WP_ID);
+    assert_string_equal(s->waypoint.workload, "Workload/default/wp");
+    assert_int_equal(s->waypoint.addr.s_addr, ip("198.18.1.12").s_addr);
+    /* The waypoint workload is known by its identity; others are not. */
+    const struct veil_node_wl *w = veil_node_cfg_waypoint_by_id(&cfg, WP_ID);
+    assert_non_null(w);
+    assert_string_equal(w->name, "wp");
+    assert_string_equal(w->waypoint, "wp");
+    assert_null(veil_node_cfg_waypoint_by_id(&cfg, "spiffe://cluster.local/ns/default/sa/web"));
+    assert_null(veil_node_cfg_waypoint_by_id(&cfg, NULL));
+    assert_null(veil_node_cfg_wl_by_ip(&cfg, ip("198.18.1.2"))->waypoint);
+    /* A null waypoint, or none: the Service has none. */
+    assert_int_equal(apply(&cfg, "{\"version\":2,\"upserts\":[" SVC_WP("null") "]}", err), 0);
+    assert_false(veil_node_cfg_svc_by_vip(&cfg, ip("198.19.0.1"))->has_waypoint);
+    assert_int_equal(
+        apply(&cfg, "{\"version\":3,\"upserts\":[" SVC(EP("a", "198.18.1.2", "80")) "]}", err), 0);
+    assert_false(veil_node_cfg_svc_by_vip(&cfg, ip("198.19.0.1"))->has_waypoint);
+    /* The waypoint workload removed: the identity is no longer a waypoint's. */
+    assert_int_equal(apply(&cfg, "{\"version\":4,\"removals\":[\"Workload/default/wp\"]}", err), 0);
+    assert_null(veil_node_cfg_waypoint_by_id(&cfg, WP_ID));
+    veil_node_cfg_free(&cfg);
+}
+
+static void bad_waypoint_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *update, *why;
+    } bad[] = {
+        {"{\"version\":9,\"upserts\":[" SVC_WP("\"wp\"") "]}", "spec.waypoint: not an object"},
+        {"{\"version\":9,\"upserts\":[" SVC_WP("{\"name\":1}") "]}",
+         "spec.waypoint: not an object"},
+        {"{\"version\":9,\"upserts\":[" SVC_WP(
+             "{\"namespace\":\"default\",\"address\":\"198.18.1.12\""
+             ",\"identity\":\"" WP_ID "\"}") "]}",
+         "name and namespace are required"},
+        {"{\"version\":9,\"upserts\":[" SVC_WP(WAYPOINT("198.18.1.300", WP_ID)) "]}",
+         "spec.waypoint.address: not an IPv4 address"},
+        {"{\"version\":9,\"upserts\":[" SVC_WP(WAYPOINT("fd00::1", WP_ID)) "]}",
+         "spec.waypoint.address"},
+        {"{\"version\":9,\"upserts\":[" SVC_WP(
+             "{\"name\":\"wp\",\"namespace\":\"default\",\"identity\":\"" WP_ID "\"}") "]}",
+         "spec.waypoint.address"},
+        {"{\"version\":9,\"upserts\":[" SVC_WP(WAYPOINT("198.18.1.12", "wp")) "]}",
+         "spec.waypoint.identity: not a workload SPIFFE ID"},
+        {"{\"version\":9,\"upserts\":[" SVC_WP(
+             WAYPOINT("198.18.1.12", "spiffe://cluster.local/veil/node/n1")) "]}",
+         "spec.waypoint.identity"},
+    };
+    struct veil_node_cfg cfg;
+    veil_node_cfg_init(&cfg, NULL);
+    char err[256];
+    assert_int_equal(apply(&cfg, full2, err), 0);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(apply(&cfg, bad[i].update, err), -EINVAL);
+        if (strstr(err, bad[i].why) == NULL || strncmp(err, "Service/default/web: ", 21) != 0)
+            fail_msg("case %zu: \"%s\" does not say \"%s\"", i, err, bad[i].why);
+        assert_int_equal(cfg.version, 5);
+        assert_false(veil_node_cfg_svc_by_vip(&cfg, ip("198.19.0.1"))->has_waypoint);
+    }
+    veil_node_cfg_free(&cfg);
+}
+
+static void route_hooks(void **state)
+{
+    (void)state;
+    /* The same counters for both hooks: one policy and two routes. */
+    struct calls pol = {0};
+    struct veil_node_cfg_hooks h = {&pol, check, policy};
+    struct veil_node_cfg_route_hooks rh = {&pol, check, policy};
+    struct veil_node_cfg cfg;
+    char err[256];
+    veil_node_cfg_init(&cfg, &h);
+    veil_node_cfg_set_route_hooks(&cfg, &rh);
+    assert_int_equal(apply(&cfg,
+                           "{\"version\":1,\"full\":true,\"upserts\":[" ROUTE(
+                               "HTTPRoute", "a") "," ROUTE("GRPCRoute", "g") "," POLICY("p") "]}",
+                           err),
+                     0);
+    assert_int_equal(pol.clears, 2); /* the policies' and the routes' */
+    assert_int_equal(pol.sets, 3);
+    const struct veil_node_item *it = veil_node_cfg_get(&cfg, "HTTPRoute/default/a");
+    assert_non_null(it);
+    assert_int_equal(it->kind, VEIL_NODE_ROUTE);
+    assert_int_equal(veil_node_cfg_get(&cfg, "GRPCRoute/default/g")->kind, VEIL_NODE_ROUTE);
+    assert_int_equal(apply(&cfg, "{\"version\":2,\"removals\":[\"GRPCRoute/default/g\"]}", err), 0);
+    assert_int_equal(pol.removes, 1);
+    /* A route the hook refuses refuses the update. */
+    pol.refuse = 1;
+    assert_int_equal(
+        apply(&cfg, "{\"version\":3,\"upserts\":[" ROUTE("HTTPRoute", "bad") "]}", err), -EINVAL);
+    assert_string_equal(err, "HTTPRoute/default/bad: refused");
+    assert_int_equal(cfg.version, 2);
+    assert_int_equal(pol.sets, 3);
+    veil_node_cfg_free(&cfg);
+    /* Without route hooks, routes are kept and nobody is told. */
+    struct calls only = {0};
+    struct veil_node_cfg_hooks h2 = {&only, check, policy};
+    veil_node_cfg_init(&cfg, &h2);
+    veil_node_cfg_set_route_hooks(&cfg, NULL);
+    assert_int_equal(
+        apply(&cfg, "{\"version\":1,\"full\":true,\"upserts\":[" ROUTE("HTTPRoute", "a") "]}", err),
+        0);
+    assert_int_equal(only.sets, 0);
+    assert_int_equal(only.clears, 1); /* the policies' only */
+    assert_non_null(veil_node_cfg_get(&cfg, "HTTPRoute/default/a"));
+    veil_node_cfg_free(&cfg);
+}
+
 static void allocation_failures(void **state)
 {
     (void)state;
@@ -309,6 +456,9 @@ int main(void)
         cmocka_unit_test(policy_hooks),
         cmocka_unit_test(save_and_load),
         cmocka_unit_test(allocation_failures),
+        cmocka_unit_test(service_waypoint_parsed),
+        cmocka_unit_test(bad_waypoint_refused),
+        cmocka_unit_test(route_hooks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
