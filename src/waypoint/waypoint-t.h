@@ -2,6 +2,8 @@
 #ifndef VEIL_WAYPOINT_WAYPOINT_T_H
 #define VEIL_WAYPOINT_WAYPOINT_T_H
 
+#include <stdint.h>
+
 struct veil_loop;
 struct veil_hbone_pool;
 struct veil_tls_ctx;
@@ -20,6 +22,7 @@ struct veil_wp_env {
     const char *ns, *name;           /* the waypoint (Gateway) namespace and name */
     const char *identity;            /* its SPIFFE ID */
     struct veil_metrics *metrics;    /* the host's registry (istio_requests_total, ...) */
+    uint16_t upstream_port;          /* HBONE port of the pods; 0: 15008 (tests change it) */
 };
 
 #endif

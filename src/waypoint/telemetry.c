@@ -1,0 +1,231 @@
+/*
+ * The waypoint's request telemetry (docs/waypoint.md, "Telemetry"): Istio's
+ * request metrics with Istio's labels, a JSON access-log line per request
+ * (stderr), and W3C traceparent.
+ */
+#include "waypoint/wp-int.h"
+
+#include "core/file.h"
+#include "core/loop.h"
+#include "core/metrics.h"
+#include "http/h1.h"
+
+#include <errno.h>
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const req_labels[] = {
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+};
+#define NREQ_LABELS (sizeof(req_labels) / sizeof(req_labels[0]))
+
+static const char *const tcp_labels[] = {
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_service",
+    "connection_security_policy",
+    "response_flags",
+};
+#define NTCP_LABELS (sizeof(tcp_labels) / sizeof(tcp_labels[0]))
+
+int wp__metrics_setup(struct veil_wp *wp)
+{
+    struct veil_metrics *reg = wp->env.metrics;
+    if (reg == NULL)
+        return 0;
+    static const double ms[] = {0.5, 1,    5,    10,   25,    50,    100,   250,
+                                500, 1000, 2500, 5000, 10000, 30000, 60000, 300000};
+    static const double bytes[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+    struct wp_metrics *m = &wp->m;
+    m->requests = veil_metrics_counter(reg, "istio_requests_total", "Requests through the waypoint",
+                                       NREQ_LABELS, req_labels);
+    m->duration = veil_metrics_histogram(reg, "istio_request_duration_milliseconds",
+                                         "Request duration, first byte in to last byte out",
+                                         NREQ_LABELS, req_labels, sizeof(ms) / sizeof(ms[0]), ms);
+    m->req_bytes =
+        veil_metrics_histogram(reg, "istio_request_bytes", "Request sizes (head and body)",
+                               NREQ_LABELS, req_labels, sizeof(bytes) / sizeof(bytes[0]), bytes);
+    m->resp_bytes =
+        veil_metrics_histogram(reg, "istio_response_bytes", "Response body sizes", NREQ_LABELS,
+                               req_labels, sizeof(bytes) / sizeof(bytes[0]), bytes);
+    m->tcp_opened = veil_metrics_counter(reg, "istio_tcp_connections_opened_total",
+                                         "TCP connections opened", NTCP_LABELS, tcp_labels);
+    m->tcp_closed = veil_metrics_counter(reg, "istio_tcp_connections_closed_total",
+                                         "TCP connections closed", NTCP_LABELS, tcp_labels);
+    if (m->requests == NULL || m->duration == NULL || m->req_bytes == NULL ||
+        m->resp_bytes == NULL || m->tcp_opened == NULL || m->tcp_closed == NULL)
+        return -errno;
+    return 0;
+}
+
+static const char *or_unknown(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : "unknown";
+}
+
+static void hex(struct veil_wp *wp, char *out, size_t nbytes)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < nbytes; i++) {
+        unsigned v = (unsigned)(wp__rand(wp) & 0xff);
+        out[2 * i] = digits[v >> 4];
+        out[2 * i + 1] = digits[v & 15];
+    }
+    out[2 * nbytes] = '\0';
+}
+
+static bool is_lower_hex(const char *s, size_t n)
+{
+    bool nonzero = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+        nonzero |= s[i] != '0';
+    }
+    return nonzero;
+}
+
+/*
+ * W3C trace context: a valid incoming "00-<trace-id>-<parent-id>-<flags>"
+ * keeps its trace id and flags and gets a new parent id (the waypoint is a
+ * hop); anything else starts a new trace, sampled.
+ */
+void wp__traceparent(struct veil_wp *wp, const char *in, size_t n, char out[56])
+{
+    char span[17];
+    hex(wp, span, 8);
+    if (n == 55 && in[0] == '0' && in[1] == '0' && in[2] == '-' && in[35] == '-' && in[52] == '-' &&
+        is_lower_hex(in + 3, 32) && is_lower_hex(in + 36, 16) &&
+        (is_lower_hex(in + 53, 2) || (in[53] == '0' && in[54] == '0'))) {
+        snprintf(out, 56, "00-%.32s-%s-%.2s", in + 3, span, in + 53);
+        return;
+    }
+    char trace[33];
+    hex(wp, trace, 16);
+    snprintf(out, 56, "00-%s-%s-01", trace, span);
+}
+
+static void labels(const struct wp_conn *c, const struct wp_req *r, const char *code,
+                   const char *v[NREQ_LABELS])
+{
+    char svc[200];
+    snprintf(svc, sizeof(svc), "%s.%s.svc.cluster.local", c->svc_name, c->svc_ns);
+    v[0] = "waypoint";
+    v[1] = or_unknown(c->src_wl);
+    v[2] = or_unknown(c->src_ns);
+    v[3] = or_unknown(c->src_principal);
+    v[4] = or_unknown(r != NULL ? r->dst_wl : NULL);
+    v[5] = or_unknown(r != NULL ? r->dst_ns : NULL);
+    v[6] = or_unknown(r != NULL ? r->dst_principal : NULL);
+    v[7] = NULL; /* set by the caller (a buffer of its own) */
+    v[8] = or_unknown(c->svc_name);
+    v[9] = or_unknown(c->svc_ns);
+    v[10] = "http";
+    v[11] = code;
+    v[12] = "-";
+    v[13] = r != NULL && r->flags != NULL ? r->flags : "-";
+    v[14] = "mutual_tls";
+}
+
+static void access_log(const struct wp_conn *c, const struct wp_req *r, uint64_t dur_ms)
+{
+    char ts[80];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+    const struct veil_h1_head *h = &r->head;
+    char up[40] = "-";
+    if (r->ep_port != 0)
+        snprintf(up, sizeof(up), "%s:%u", inet_ntoa(r->ep_addr), r->ep_port);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s#, s:s#, s:s#, s:s, s:i, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:s, "
+        "s:s}",
+        "start_time", ts, "reporter", "waypoint", "method", r->raw + h->method_span.off,
+        (size_t)h->method_span.len, "path", r->raw + h->target.off, (size_t)h->target.len,
+        "authority", r->raw + h->host.off, (size_t)((h->flags & VEIL_H1_F_HOST) ? h->host.len : 0),
+        "protocol", h->version_minor ? "HTTP/1.1" : "HTTP/1.0", "response_code", (int)r->status,
+        "response_flags", r->flags != NULL ? r->flags : "-", "bytes_received",
+        (json_int_t)r->req_bytes, "bytes_sent", (json_int_t)r->resp_bytes, "duration",
+        (json_int_t)dur_ms, "upstream_host", up, "source_principal", or_unknown(c->src_principal),
+        "destination_service", or_unknown(c->svc_name), "backend", r->backend, "traceparent",
+        r->traceparent, "attempts", r->attempts ? "retried" : "once");
+    if (o == NULL)
+        return;
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (s == NULL)
+        return;
+    size_t n = strlen(s);
+    s[n] = '\n';
+    veil_write_all(STDERR_FILENO, s, n + 1);
+    free(s);
+}
+
+void wp__request_done(struct wp_conn *c, struct wp_req *r)
+{
+    struct veil_wp *wp = c->wp;
+    uint64_t dur = veil_loop_now(wp->env.loop) - r->start_ms;
+    char code[8], svc[200];
+    snprintf(code, sizeof(code), "%u", r->status);
+    snprintf(svc, sizeof(svc), "%s.%s.svc.cluster.local", c->svc_name, c->svc_ns);
+    const char *v[NREQ_LABELS];
+    labels(c, r, code, v);
+    v[7] = svc;
+    if (wp->m.requests != NULL) {
+        veil_metrics_counter_add(veil_metrics_series(wp->m.requests, v), 1);
+        veil_metrics_histogram_observe(veil_metrics_series(wp->m.duration, v), (double)dur);
+        veil_metrics_histogram_observe(veil_metrics_series(wp->m.req_bytes, v),
+                                       (double)r->req_bytes);
+        veil_metrics_histogram_observe(veil_metrics_series(wp->m.resp_bytes, v),
+                                       (double)r->resp_bytes);
+    }
+    wp->requests_total++;
+    access_log(c, r, dur);
+}
+
+void wp__tcp_done(struct wp_conn *c)
+{
+    struct veil_wp *wp = c->wp;
+    if (wp->m.tcp_opened == NULL)
+        return;
+    char svc[200];
+    snprintf(svc, sizeof(svc), "%s.%s.svc.cluster.local", c->svc_name, c->svc_ns);
+    const char *v[NTCP_LABELS] = {"waypoint",
+                                  or_unknown(c->src_wl),
+                                  or_unknown(c->src_ns),
+                                  or_unknown(c->src_principal),
+                                  "unknown",
+                                  "unknown",
+                                  "unknown",
+                                  svc,
+                                  "mutual_tls",
+                                  "-"};
+    veil_metrics_counter_add(veil_metrics_series(wp->m.tcp_opened, v), 1);
+    veil_metrics_counter_add(veil_metrics_series(wp->m.tcp_closed, v), 1);
+}

@@ -1,0 +1,259 @@
+/* Internal to src/waypoint/: the engine's objects shared by its files. */
+#ifndef VEIL_WAYPOINT_WP_INT_H
+#define VEIL_WAYPOINT_WP_INT_H
+
+#include "core/loop-t.h"
+#include "hbone/hbone-t.h"
+#include "http/h1-t.h"
+#include "waypoint/route-t.h"
+#include "waypoint/waypoint-t.h"
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LOG "waypoint"
+
+/* Bytes read from one side and not yet passed on, at most (a request or
+ * response head must fit, with some body behind it). */
+#define WP_IN_MAX (VEIL_H1_HEAD_BYTES_MAX + 16 * 1024)
+/* Bytes waiting to be written to one side, at most. */
+#define WP_OUT_MAX (128 * 1024)
+/* A request whose head and body fit in this many bytes can be retried
+ * (the bytes are kept until the response head arrives). */
+#define WP_REPLAY_MAX (64 * 1024)
+/* The first bytes of a tunnel decide its protocol; a client that says
+ * nothing for this long (a server-first protocol) is passed through. */
+#define WP_DETECT_MS 500
+/* Attempts of a request that failed before any response byte (connect
+ * failure, reset, refused stream), as Istio's default retry policy. */
+#define WP_CONNECT_RETRIES 2
+/* A request answered by the waypoint itself (403, 404, ...) keeps its
+ * connection if its body left to read is at most this (it is dropped). */
+#define WP_DRAIN_MAX (64 * 1024)
+/* Header fields per message we look at. */
+#define WP_HDRS_MAX VEIL_H1_HEAD_FIELDS_MAX
+
+struct veil_l4_end;
+struct veil_hbone_h2s;
+struct veil_metrics_family;
+struct veil_node_svc;
+struct veil_node_ep;
+struct veil_authz;
+struct wp_backend;
+struct veil_wp_bal_set;
+struct veil_wp_bal_ep;
+
+/* A bounded byte buffer: data is p[off, len). Allocated when first
+ * needed, freed when it drains. */
+struct wp_buf {
+    char *p;
+    uint32_t off, len, cap;
+};
+
+struct wp_link {
+    struct wp_link *prev, *next;
+};
+
+struct wp_metrics {
+    struct veil_metrics_family *requests, *duration, *req_bytes, *resp_bytes;
+    struct veil_metrics_family *tcp_opened, *tcp_closed;
+};
+
+struct veil_wp {
+    struct veil_wp_env env;
+    struct wp_link conns;
+    size_t nconns;
+    struct wp_metrics m;
+    uint64_t rng;
+    uint64_t next_id;
+    uint64_t bad_requests, requests_total;
+    struct veil_authz *authz;        /* every AuthorizationPolicy; the waypoint-bound ones decide */
+    struct veil_route_table *routes; /* HTTPRoute, GRPCRoute (route.h) */
+    struct wp_backend *backends;     /* per backend service port: its balancer (stages.c) */
+};
+
+enum wp_mode {
+    WP_DETECT = 0, /* waiting for the first bytes */
+    WP_H1,         /* HTTP/1.1 requests */
+    WP_RAW,        /* bytes passed through (TCP, after an upgrade) */
+    WP_H2,         /* HTTP/2 with prior knowledge (h2.c drives it) */
+};
+
+enum wp_rq { RQ_HEAD = 0, RQ_BODY, RQ_DONE };
+enum wp_rs { RS_NONE = 0, RS_HEAD, RS_BODY, RS_DONE };
+
+/* The request in flight on an HTTP/1 connection (one at a time). */
+struct wp_req {
+    uint64_t start_ms;
+    char *raw; /* the request head as received (spans of head point here) */
+    struct veil_h1_head head;
+    struct veil_h1_header hdrs[WP_HDRS_MAX];
+    enum wp_rq rq;
+    struct veil_h1_body body;
+    bool chunked_out; /* the body goes upstream chunked */
+    bool keep_alive;  /* the client may send another request after this one */
+    bool upgrade;     /* Upgrade requested */
+    bool discard;     /* answered locally: the body is read and dropped */
+    /* where it goes */
+    struct veil_node_svc *svc; /* backend service */
+    uint16_t svc_port;
+    char backend[300]; /* "ns/name" of the backend service */
+    char dst_wl[300], dst_ns[64], dst_principal[300];
+    struct in_addr ep_addr;
+    uint16_t ep_port;
+    /* attempts */
+    unsigned attempts, connect_retries;
+    unsigned retry_max;          /* from the route */
+    const uint16_t *retry_codes; /* from the route */
+    size_t nretry_codes;
+    uint64_t timeout_ms, attempt_timeout_ms;
+    char *replay; /* head + body sent so far, while it fits */
+    size_t replay_len;
+    bool replayable;
+    /* the response */
+    enum wp_rs rs;
+    struct veil_h1_parser rp;
+    struct veil_h1_head rhead;
+    struct veil_h1_header rhdrs[WP_HDRS_MAX];
+    struct veil_h1_body rbody;
+    bool rchunked_out; /* the body goes to the client chunked */
+    bool close_after;  /* the client connection closes after this response */
+    uint16_t status;
+    const char *flags; /* Envoy response flags ("-", "UF", "UT", "URX", ...) */
+    uint64_t req_bytes, resp_bytes;
+    char traceparent[56];
+    /* the route */
+    bool matched;
+    struct veil_route_match match; /* held while the request lives */
+    const struct veil_route_filters *be_filters;
+    char route[200];           /* "ns/name" of the route, or "" */
+    char *path_override;       /* URLRewrite path */
+    const char *host_override; /* URLRewrite hostname */
+    uint64_t backoff_ms;       /* route's retry backoff; 0: default */
+    struct wp_conn *conn;
+    const struct veil_wp_bal_ep *avoid; /* the endpoint the last attempt failed on */
+    bool retrying;                      /* this attempt is a retry the budget counts */
+};
+
+/* One tunnel from a node proxy: one client TCP connection. */
+struct wp_conn {
+    struct wp_link link;
+    struct veil_wp *wp;
+    uint64_t id;
+    struct veil_l4_end *down, *up;
+    struct veil_hbone_h2s *dialing;
+    enum wp_mode mode;
+    struct sockaddr_in vip; /* the service address the client dialled */
+    uint16_t port;
+    struct veil_node_svc *svc; /* the service of vip (looked up again per request) */
+    char svc_ns[64], svc_name[64];
+    char src_principal[300], src_ns[64], src_wl[300];
+    struct in_addr src_addr;
+    struct wp_buf din, dout, uin, uout; /* from/to the client, from/to upstream */
+    bool down_eof, up_eof, down_shut, up_shut;
+    bool closing; /* close the client after dout drains */
+    bool dead;
+    bool up_reusable;
+    struct in_addr up_addr; /* endpoint of the open upstream */
+    uint16_t up_port;
+    struct veil_h1_parser qp;
+    struct wp_req *req;
+    struct veil_timer detect_timer, req_timer, try_timer;
+    struct veil_defer free_d;
+    unsigned in_run;                   /* conn__run nesting */
+    struct veil_hbone_header dial_hdr; /* x-veil-source-principal */
+    struct veil_wp_bal_set *bal_set;   /* the attempt in flight: its balancer and endpoint */
+    struct veil_wp_bal_ep *bal_ep;
+    /* h2.c (the HTTP/2 engineer's): the state of a WP_H2 connection;
+     * wp__conn_close() must call wp__h2_free(c) (h2.h) while it is set. */
+    struct wp_h2c *h2;
+};
+
+/* waypoint.c */
+uint64_t wp__rand(struct veil_wp *wp);
+void wp__conn_unlink(struct wp_conn *c);
+
+/* conn.c */
+struct wp_conn *wp__conn_new(struct veil_wp *wp);
+void wp__conn_start(struct wp_conn *c, struct veil_l4_end *down);
+void wp__conn_run(struct wp_conn *c);
+void wp__conn_close(struct wp_conn *c, bool abort);
+
+/* buf */
+int wp__buf_room(struct wp_buf *b, size_t want, size_t max);
+int wp__buf_put(struct wp_buf *b, const void *p, size_t n, size_t max);
+int wp__buf_printf(struct wp_buf *b, size_t max, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void wp__buf_used(struct wp_buf *b, size_t n);
+void wp__buf_free(struct wp_buf *b);
+static inline size_t wp__buf_len(const struct wp_buf *b)
+{
+    return b->len - b->off;
+}
+static inline const char *wp__buf_data(const struct wp_buf *b)
+{
+    return b->p + b->off;
+}
+
+/* conn.c */
+void wp__reply(struct wp_conn *c, int status, const char *body, const char *flags, bool close);
+/* The same with one more header field (e.g. location). */
+void wp__reply_hdr(struct wp_conn *c, int status, const char *body, const char *flags, bool close,
+                   const char *name, const char *value);
+void wp__req_free(struct wp_req *r);
+void wp__end_bind(struct wp_conn *c, struct veil_l4_end *e);
+
+/* request.c */
+void wp__request_begin(struct wp_conn *c, struct wp_req *r);
+bool wp__resp_process(struct wp_conn *c, struct wp_req *r);
+void wp__attempt_failed(struct wp_conn *c, struct wp_req *r, bool connect, const char *why);
+void wp__up_put(struct wp_conn *c, struct wp_req *r, const void *p, size_t n);
+void wp__up_printf(struct wp_conn *c, struct wp_req *r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* h2.c: takes a connection whose first bytes are the HTTP/2 preface
+ * (still in c->din): 0, or -errno to pass it through instead. */
+int wp__h2_start(struct wp_conn *c);
+
+/* upstream.c */
+void wp__up_start(struct wp_conn *c);
+void wp__up_close(struct wp_conn *c, bool abort);
+
+/* stages.c */
+struct veil_hbone_dial;
+int wp__stage_authz(struct wp_conn *c, struct wp_req *r);
+int wp__stage_route(struct wp_conn *c, struct wp_req *r);
+/* Where an attempt goes (strings owned by the balancer; valid while the
+ * attempt runs). */
+struct wp_target {
+    struct in_addr addr;
+    uint16_t port;
+    const char *identity, *workload;
+};
+int wp__ep_pick(struct wp_conn *c, struct veil_node_svc *svc, uint16_t port, struct wp_target *t);
+void wp__backends_free(struct veil_wp *wp);
+void wp__ep_done(struct wp_conn *c, int status);
+bool wp__retry_budget(struct veil_wp *wp, struct wp_req *r);
+uint64_t wp__backoff_ms(struct veil_wp *wp, struct wp_req *r);
+void wp__dial_headers(struct wp_conn *c, struct veil_hbone_dial *d);
+int wp__headers_filtered(const struct wp_req *r, bool response, const struct veil_route_hdr *in,
+                         size_t nin, struct veil_route_hdr *out, size_t cap);
+void wp__names_from_key(const char *key, char *ns, size_t nscap, char *name, size_t namecap);
+
+/* stages.c: the route table */
+struct json_t;
+int wp__routes_init(struct veil_wp *wp);
+void wp__routes_free(struct veil_wp *wp);
+void wp__routes_clear(struct veil_wp *wp);
+int wp__routes_item(struct veil_wp *wp, const char *kind, const char *ns, const char *name,
+                    const struct json_t *spec, char *err, size_t errlen);
+
+/* telemetry.c */
+int wp__metrics_setup(struct veil_wp *wp);
+void wp__request_done(struct wp_conn *c, struct wp_req *r);
+void wp__tcp_done(struct wp_conn *c);
+void wp__traceparent(struct veil_wp *wp, const char *in, size_t n, char out[56]);
+
+#endif
