@@ -192,6 +192,87 @@ static void print_workloads(json_t *st)
     }
 }
 
+/* "a, b, c" of an array of strings. */
+static void print_names(json_t *arr)
+{
+    json_t *x;
+    size_t i;
+    json_array_foreach(arr, i, x)
+    {
+        printf("%s%s", i > 0 ? ", " : "", json_string_value(x));
+    }
+}
+
+static void print_waypoints(json_t *st)
+{
+    json_t *w;
+    size_t i;
+    printf("\nWaypoints:\n");
+    if (json_array_size(json_object_get(st, "waypoints")) == 0)
+        printf("  none (add one with 'veil waypoint add')\n");
+    json_array_foreach(json_object_get(st, "waypoints"), i, w)
+    {
+        if (json_object_get(w, "address") != NULL)
+            printf("  %s/%s at %s, runs as %s\n", str(w, "namespace"), str(w, "name"),
+                   str(w, "address"), str(w, "identity"));
+        else
+            printf("  %s/%s: NOT running: %s\n", str(w, "namespace"), str(w, "name"),
+                   str(w, "why"));
+        if (json_array_size(json_object_get(w, "services")) == 0) {
+            printf("    no Service uses it yet (label one istio.io/use-waypoint: %s)\n",
+                   str(w, "name"));
+            continue;
+        }
+        printf("    used by ");
+        print_names(json_object_get(w, "services"));
+        printf("\n");
+    }
+}
+
+static void print_routes(json_t *st)
+{
+    json_t *r, *x;
+    size_t i, j;
+    json_array_foreach(json_object_get(st, "routes"), i, r)
+    {
+        if (i == 0)
+            printf("\nRoutes:\n");
+        printf("  %s %s/%s (%s:%lld)\n", str(r, "kind"), str(r, "namespace"), str(r, "name"),
+               str(r, "file"), num(r, "line"));
+        if (json_array_size(json_object_get(r, "parents")) == 0)
+            printf("    it has no parentRefs: it applies to nothing\n");
+        json_array_foreach(json_object_get(r, "parents"), j, x)
+        {
+            if (json_is_true(json_object_get(x, "accepted")))
+                printf("    %s: accepted, applied by waypoint %s\n", str(x, "ref"),
+                       str(x, "waypoint"));
+            else
+                printf("    %s: NOT accepted: %s\n", str(x, "ref"), str(x, "reason"));
+        }
+        json_array_foreach(json_object_get(r, "unresolvedBackends"), j, x)
+        {
+            printf("    %s\n", str(x, "reason"));
+        }
+    }
+}
+
+static void print_l7_policies(json_t *st)
+{
+    json_t *p;
+    size_t i;
+    json_array_foreach(json_object_get(st, "l7Policies"), i, p)
+    {
+        if (i == 0)
+            printf("\nPolicies with L7 parts on workloads without a waypoint:\n");
+        printf("  AuthorizationPolicy %s/%s (%s, %s) binds ", str(p, "namespace"), str(p, "name"),
+               str(p, "action"), str(p, "field"));
+        print_names(json_object_get(p, "workloads"));
+        if (num(p, "count") > (long long)json_array_size(json_object_get(p, "workloads")))
+            printf(" and others (%lld in all)", num(p, "count"));
+        printf("\n    the node proxy cannot check L7: %s\n", str(p, "enforced"));
+    }
+}
+
 static void print_policies(json_t *st)
 {
     json_t *p;
@@ -204,6 +285,7 @@ static void print_policies(json_t *st)
         printf("  %s %s/%s: %s (%s:%lld)\n", str(p, "kind"), str(p, "namespace"), str(p, "name"),
                str(p, "effect"), str(p, "file"), num(p, "line"));
     }
+    print_l7_policies(st);
     json_array_foreach(json_object_get(st, "ignored"), i, p)
     {
         if (i == 0)
@@ -253,6 +335,8 @@ int veil_cli_status(const struct veil_cli_cmd *cmd, int argc, char **argv)
                str(st, "trustDomain"));
         print_nodes(st);
         print_workloads(st);
+        print_waypoints(st);
+        print_routes(st);
         print_policies(st);
     }
     json_decref(resp);
