@@ -18,6 +18,7 @@
 #include "node/authz.h"
 #include "node/config.h"
 #include "node/strtab.h"
+#include "tls/spiffe.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -60,10 +61,15 @@ struct veil_node_conn {
     struct sockaddr_in src, dst; /* client and the address actually dialled */
     uint16_t dst_port;           /* the destination port the policy sees */
     bool oom;                    /* a name could not be interned */
+    /* Outbound through a service's waypoint: the tunnel goes to wp_addr
+     * (port 15008) with :authority dst, the service VIP and port. */
+    bool via_wp;
+    struct in_addr wp_addr;
     /* Names for the access log and the metric labels, interned in the
      * node's string table (set_name()); NULL: none ("unknown"). */
     const char *src_wl, *src_ns, *src_principal;
     const char *dst_wl, *dst_ns, *dst_principal, *dst_service;
+    const char *via;            /* inbound from a waypoint: its identity */
     const char *flags, *reason; /* static strings */
     uint64_t start_wall_ms, start_mono_ms;
 };
@@ -119,7 +125,7 @@ static void set_from_key(struct veil_node_conn *c, const char **ns, const char *
 static void names_put(struct veil_node_conn *c)
 {
     const char **names[] = {&c->src_wl, &c->src_ns,        &c->src_principal, &c->dst_wl,
-                            &c->dst_ns, &c->dst_principal, &c->dst_service};
+                            &c->dst_ns, &c->dst_principal, &c->dst_service,   &c->via};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         set_name(c, names[i], NULL, 0);
 }
@@ -203,6 +209,7 @@ static void conn_finish(struct veil_node_conn *c, uint64_t request_bytes, uint64
         .dst_ns = c->dst_ns,
         .dst_principal = c->dst_principal,
         .dst_service = c->dst_service,
+        .via = c->via,
         .security = c->kind == OUT_MESH || c->kind == IN_HBONE ? "mutual_tls" : "none",
         .flags = c->flags,
         .src_addr = src,
@@ -484,10 +491,16 @@ static void dial(struct veil_node_conn *c)
     char key[600], authority[VEIL_HBONE_AUTHORITY_MAX];
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &c->dst.sin_addr, ip, sizeof(ip));
-    /* The pod's address in the key: one pod's h2c never carries another's. */
-    snprintf(key, sizeof(key), "%s|%s|%p|%s", p->ident->id, p->addr_str, (void *)p, ip);
     struct sockaddr_in hb = c->dst;
     hb.sin_port = htons(VEIL_PORT_HBONE);
+    if (c->via_wp) {
+        hb.sin_addr = c->wp_addr;
+        inet_ntop(AF_INET, &c->wp_addr, ip, sizeof(ip));
+    }
+    /* The pod's address in the key: one pod's h2c never carries another's;
+     * tunnels to a waypoint never share an h2c with direct ones. */
+    snprintf(key, sizeof(key), "%s|%s|%p|%s%s", p->ident->id, p->addr_str, (void *)p,
+             c->via_wp ? "wp:" : "", ip);
     veil_hbone_format_authority((struct sockaddr *)&c->dst, authority, sizeof(authority));
     struct veil_hbone_dial d = {
         .key = key,
@@ -525,9 +538,40 @@ void node__ident_waiters_run(struct veil_node_ident *id, const char *err)
     }
 }
 
+/* Whether the source pod is the service's waypoint (or any waypoint):
+ * its traffic never goes to a waypoint again. */
+static bool from_waypoint(const struct veil_node_conn *c, const struct veil_node_svc *svc)
+{
+    const struct veil_node_wl *wl = veil_node_cfg_wl_by_ip(&c->node->cfg, c->pod->addr);
+    return c->pod->addr.s_addr == svc->waypoint.addr.s_addr || (wl != NULL && wl->waypoint != NULL);
+}
+
+/* To the service's waypoint: the tunnel goes to its address, :authority
+ * stays the VIP and port dialled (c->dst). As ztunnel reports it, the
+ * destination workload and principal are the waypoint's, the destination
+ * service the service's. -1 when the service has no such port. */
+static int route_waypoint(struct veil_node_conn *c, const struct veil_node_svc *svc, uint16_t port)
+{
+    const struct veil_node_svc_wp *wp = &svc->waypoint;
+    if (!veil_node_svc_has_port(svc, port))
+        return -1;
+    c->via_wp = true;
+    c->wp_addr = wp->addr;
+    c->dst_port = port;
+    set_str(c, &c->dst_principal, wp->identity);
+    if (wp->workload != NULL) {
+        set_from_key(c, &c->dst_ns, &c->dst_wl, wp->workload);
+    } else {
+        set_str(c, &c->dst_ns, wp->ns);
+        set_str(c, &c->dst_wl, wp->name);
+    }
+    return OUT_MESH;
+}
+
 /* Where an outbound connection goes: fills dst and the destination's
  * names. Returns the kind (OUT_MESH or OUT_PASS), or -1
- * when a service has no endpoint for the port. */
+ * when a service has no endpoint for the port. Only traffic to a VIP goes
+ * through the service's waypoint; to a pod address it goes direct. */
 static int route(struct veil_node_conn *c, const struct sockaddr_in *orig)
 {
     struct veil_node *n = c->node;
@@ -538,6 +582,8 @@ static int route(struct veil_node_conn *c, const struct sockaddr_in *orig)
     if (svc != NULL) {
         snprintf(name, sizeof(name), "%s.%s.svc.cluster.local", svc->name, svc->ns);
         set_str(c, &c->dst_service, name);
+        if (svc->has_waypoint && !from_waypoint(c, svc))
+            return route_waypoint(c, svc, port);
         const struct veil_node_ep *ep = veil_node_svc_pick(svc, port, &target);
         if (ep == NULL)
             return -1;
@@ -662,6 +708,43 @@ static void inbound_destination(struct veil_node_conn *c)
     }
 }
 
+/*
+ * CONTRACT C (docs/hbone.md): a waypoint's CONNECT names the original
+ * caller in VEIL_HBONE_SOURCE_PRINCIPAL. From a peer whose identity is a
+ * waypoint's, a workload SPIFFE ID of our trust domain there becomes the
+ * source (principal, namespace; the workload is not knowable from it) and
+ * the waypoint is kept as `via`; from anyone else the header is ignored
+ * (counted, warned). Returns false when a waypoint sent a bad value: the
+ * CONNECT is then refused, never run as the waypoint itself.
+ */
+static bool inbound_principal(struct veil_node_conn *c, const struct veil_hbone_connect_info *info)
+{
+    struct veil_node *n = c->node;
+    struct veil_node_pod *p = c->pod;
+    const char *v = veil_hbone_connect_header(info, VEIL_HBONE_SOURCE_PRINCIPAL);
+    set_str(c, &c->src_principal, info->peer_id);
+    if (v == NULL)
+        return true;
+    if (veil_node_cfg_waypoint_by_id(&n->cfg, info->peer_id) == NULL) {
+        node__refused(n, "untrusted_source_principal");
+        VEIL_WARN(LOG, "pod %s/%s: ignored " VEIL_HBONE_SOURCE_PRINCIPAL " from %s: not a waypoint",
+                  p->ns, p->name, info->peer_id);
+        return true;
+    }
+    struct veil_spiffe_id id;
+    if (veil_spiffe_parse(v, &id) != 0 || id.kind != VEIL_SPIFFE_WORKLOAD ||
+        strcmp(id.trust_domain, n->trust_domain) != 0) {
+        node__refused(n, "bad_source_principal");
+        VEIL_WARN(LOG, "pod %s/%s: waypoint %s sent a bad " VEIL_HBONE_SOURCE_PRINCIPAL, p->ns,
+                  p->name, info->peer_id);
+        return false;
+    }
+    set_str(c, &c->via, info->peer_id);
+    set_str(c, &c->src_principal, v);
+    set_str(c, &c->src_ns, id.ns);
+    return true;
+}
+
 static void on_connect(struct veil_hbone_h2s *h2s, const struct veil_hbone_connect_info *info,
                        void *arg)
 {
@@ -673,16 +756,25 @@ static void on_connect(struct veil_hbone_h2s *h2s, const struct veil_hbone_conne
         return;
     }
     c->h2s = h2s;
-    set_str(c, &c->src_principal, info->peer_id);
     if (info->peer != NULL && info->peer->sa_family == AF_INET)
         memcpy(&c->src, info->peer, sizeof(c->src));
     if (info->dst->sa_family == AF_INET)
         memcpy(&c->dst, info->dst, sizeof(c->dst));
     c->dst_port = ntohs(c->dst.sin_port);
-    inbound_source(c);
+    bool principal_ok = inbound_principal(c, info);
+    if (c->via == NULL) /* through a waypoint, the TCP peer is the waypoint */
+        inbound_source(c);
     inbound_destination(c);
     if (c->oom) {
         conn_fail(c, "-", "out of memory");
+        return;
+    }
+    if (!principal_ok) {
+        c->reason = "bad " VEIL_HBONE_SOURCE_PRINCIPAL " from a waypoint";
+        c->flags = "NR";
+        veil_hbone_h2s_respond(c->h2s, 400);
+        c->h2s = NULL;
+        conn_finish(c, 0, 0);
         return;
     }
     if (info->dst->sa_family != AF_INET || c->dst.sin_addr.s_addr != p->addr.s_addr ||
