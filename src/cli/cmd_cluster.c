@@ -171,7 +171,8 @@ static int parse_run(int argc, char **argv, struct run_args *a, const char **clu
 
 /* Applies the Pod to the control plane; the manifest is kept beside the
  * pod's record (so errors name a real file). */
-static int register_pod(const struct veil_cluster_pod *p, json_t *labels, char *err, size_t errlen)
+int veil_cli_pod_register(const struct veil_cluster_pod *p, json_t *labels, const char *node_name,
+                          char *err, size_t errlen)
 {
     char state[512], path[512];
     veil_cluster_path(state, sizeof(state), p->cluster, "control");
@@ -179,7 +180,7 @@ static int register_pod(const struct veil_cluster_pod *p, json_t *labels, char *
              p->ns, p->name);
     json_t *m = json_pack("{s:s, s:s, s:{s:s, s:s, s:O}, s:{s:s, s:s}, s:{s:s}}", "apiVersion",
                           "v1", "kind", "Pod", "metadata", "name", p->name, "namespace", p->ns,
-                          "labels", labels, "spec", "nodeName", p->node, "serviceAccountName",
+                          "labels", labels, "spec", "nodeName", node_name, "serviceAccountName",
                           p->sa, "status", "podIP", p->address);
     char *text = m != NULL ? json_dumps(m, JSON_INDENT(2)) : NULL;
     json_decref(m);
@@ -203,7 +204,7 @@ static int register_pod(const struct veil_cluster_pod *p, json_t *labels, char *
     return rc;
 }
 
-static void unregister_pod(const struct veil_cluster_pod *p)
+void veil_cli_pod_unregister(const struct veil_cluster_pod *p)
 {
     char state[512], path[512], err[512];
     veil_cluster_path(state, sizeof(state), p->cluster, "control");
@@ -224,8 +225,8 @@ static int start_pod(struct run_args *a, char *err, size_t errlen)
     struct veil_cluster_pod *p = &a->pod;
     if (veil_cluster_pod_create(p, err, errlen) < 0)
         return -1;
-    if (p->mesh &&
-        (register_pod(p, a->labels, err, errlen) < 0 || veil_cluster_pod_enrol(p, err, errlen) < 0))
+    if (p->mesh && (veil_cli_pod_register(p, a->labels, p->node, err, errlen) < 0 ||
+                    veil_cluster_pod_enrol(p, err, errlen) < 0))
         return -1;
     return veil_cluster_pod_start(p, a->cmd, err, errlen);
 }
@@ -247,7 +248,7 @@ int veil_cli_run(const struct veil_cli_cmd *cmd, int argc, char **argv)
         fprintf(stderr, "veil run: %s\n", err);
         if (a.pod.netns[0] != '\0') { /* it was made: undo */
             if (a.pod.mesh)
-                unregister_pod(&a.pod);
+                veil_cli_pod_unregister(&a.pod);
             veil_cluster_pod_delete(&a.pod, err2, sizeof(err2));
         }
         json_decref(a.labels);
@@ -363,9 +364,16 @@ int veil_cli_rm(const struct veil_cli_cmd *cmd, int argc, char **argv)
         return rc;
     if (rest < argc)
         return unknown("rm", argv[rest]);
+    if (p.waypoint) {
+        fprintf(stderr,
+                "veil rm: %s/%s is a waypoint: remove it with 'veil waypoint remove --namespace %s "
+                "--name %s'\n",
+                p.ns, p.name, p.ns, p.name);
+        return 1;
+    }
     char err[512];
     if (p.mesh)
-        unregister_pod(&p);
+        veil_cli_pod_unregister(&p);
     if (veil_cluster_pod_delete(&p, err, sizeof(err)) < 0) {
         fprintf(stderr, "veil rm: %s\n", err);
         return 1;

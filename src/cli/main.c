@@ -5,7 +5,6 @@
 
 #include "core/log.h"
 
-static int cmd_planned(const struct veil_cli_cmd *cmd, int argc, char **argv);
 static int cmd_help(const struct veil_cli_cmd *cmd, int argc, char **argv);
 static int cmd_version(const struct veil_cli_cmd *cmd, int argc, char **argv);
 
@@ -40,11 +39,26 @@ static const struct veil_cli_cmd commands[] = {
      "(mutual TLS, HTTP/2 CONNECT on 15008), applies L4 policy, serves metrics.\n"
      "Pods are enrolled through DIR/node.sock (docs/node.md).\n",
      veil_cli_node},
-    {"waypoint", "run a waypoint (L7 proxy for a namespace or service)",
-     "usage: veil waypoint --name NAME [--namespace NS]\n\n"
-     "Runs the L7 proxy: HTTP routing, retries, timeouts, L7 authorization,\n"
-     "request metrics and AI traffic controls.\n",
-     cmd_planned},
+    {"waypoint", "deploy or run a waypoint (the L7 proxy of a namespace or service)",
+     "usage: veil waypoint add --namespace NS [--name NAME] [--node NODE] [--enroll]\n"
+     "                         [--timeout SECONDS] [--cluster C]\n"
+     "       veil waypoint remove --namespace NS [--name NAME] [--cluster C]\n"
+     "       veil waypoint list [--cluster C]\n"
+     "       veil waypoint run --namespace NS --name NAME --state-dir DIR --control ADDR:PORT\n"
+     "                         --token-file FILE [--drain-seconds 2] [--metrics-port 15020]\n"
+     "                         [--ready-port 15021] [--admin-port 15000]\n\n"
+     "A waypoint is the L7 proxy (HTTP routing, retries, timeouts, L7 authorization,\n"
+     "request metrics) that node proxies send a namespace's or a Service's traffic\n"
+     "to when it carries the label istio.io/use-waypoint=NAME (docs/waypoint.md).\n\n"
+     "'add' starts one as its own pod on NODE (default node-1) of the local cluster:\n"
+     "a Pod labelled gateway.networking.k8s.io/gateway-name=NAME and\n"
+     "istio.io/dataplane-mode=none (not captured), identity ns/NS/sa/NAME, serving\n"
+     "HBONE on its address:15008; it waits until the waypoint is ready. NAME\n"
+     "defaults to 'waypoint'. --enroll labels the namespace NS to use it.\n"
+     "'remove' takes the namespace label off (if it names this waypoint), deletes\n"
+     "the Pod first, lets open tunnels finish (a short drain), then stops it.\n"
+     "'run' is the process itself (what 'add' starts inside the pod).\n",
+     veil_cli_waypoint},
     {"status", "say what the mesh is doing, in plain words",
      "usage: veil status [--json] [--state-dir DIR]\n\n"
      "Shows connected nodes, workloads and their identities, policies in force\n"
@@ -128,17 +142,6 @@ static void print_overview(FILE *f)
     for (size_t i = 0; i < NCOMMANDS; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nRun 'veil COMMAND --help' for more about a command.\n");
-}
-
-static int cmd_planned(const struct veil_cli_cmd *cmd, int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    fprintf(stderr,
-            "veil %s: this build of veil %s does not have this role yet.\n"
-            "See README.md, section \"Status\", for what works today.\n",
-            cmd->name, VEIL_VERSION);
-    return VEIL_EXIT_UNAVAILABLE;
 }
 
 static int cmd_help(const struct veil_cli_cmd *cmd, int argc, char **argv)

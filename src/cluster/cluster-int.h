@@ -46,6 +46,9 @@ int cluster__record_netns(const char *dir, const char *netns);
 
 /* GET http://127.0.0.1:PORT/PATH inside NETNS; 1 when it answers 200. */
 int cluster__http_ok(const char *netns, int port, const char *path);
+/* The same, with the answer's status (-1: no HTTP answer within a second)
+ * and the start of its body (NUL-terminated, at most len - 1 bytes) into body. */
+int cluster__http_get(const char *netns, int port, const char *path, char *body, size_t len);
 
 /* One JSON line to the Unix socket `path`, one JSON line back. */
 int cluster__unix_call(const char *path, json_t *req, json_t **resp, int timeout_ms, char *err,

@@ -7,8 +7,9 @@
 
 #define VEIL_CLUSTER_RUN_DIR   "/run/veil"
 #define VEIL_CLUSTER_DEFAULT   "veil"
-#define VEIL_CLUSTER_MAX_NODES 200 /* node i owns 198.18.i.0/24, i = 1..200 */
-#define VEIL_CLUSTER_NAME_MAX  16  /* [a-z0-9], so that netns names never collide */
+#define VEIL_CLUSTER_MAX_NODES 200                /* node i owns 198.18.i.0/24, i = 1..200 */
+#define VEIL_CLUSTER_NAME_MAX  16                 /* [a-z0-9], so that netns names never collide */
+#define VEIL_CLUSTER_CONTROL   "198.18.0.1:15012" /* the control plane's push port */
 
 struct veil_cluster_opts {
     const char *name;     /* NULL: VEIL_CLUSTER_DEFAULT */
@@ -32,6 +33,7 @@ struct veil_cluster_pod {
     char netns[64];   /* "veil-C-pod-<i>-<j>" */
     int mesh;         /* registered with the control plane and enrolled */
     pid_t pid;        /* the pod's command, 0 before it started */
+    int waypoint;     /* a waypoint (`veil waypoint add`): registered, never enrolled */
 };
 
 #endif

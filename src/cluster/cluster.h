@@ -75,6 +75,31 @@ int veil_cluster_pod_find(const char *cluster, const char *ns, const char *name,
  * deletes its netns, resolv.conf dir and record. */
 int veil_cluster_pod_delete(const struct veil_cluster_pod *p, char *err, size_t errlen);
 
+/* Stops the pod's processes: SIGTERM, then SIGKILL to what is left after
+ * grace_ms. The netns and the records stay (veil_cluster_pod_delete). */
+void veil_cluster_pod_stop(const struct veil_cluster_pod *p, int grace_ms);
+
+/* GET http://127.0.0.1:PORT/PATH inside the pod's netns: the HTTP status,
+ * or -1 (no answer within a second); the body's start into body (len may
+ * be 0). */
+int veil_cluster_pod_http_get(const struct veil_cluster_pod *p, int port, const char *path,
+                              char *body, size_t len);
+
+/* Polls that GET until it answers 200 (0), for at most timeout_s (0: 30);
+ * fails at once when the pod's process p->pid has exited. The error quotes
+ * the end of the pod's log. */
+int veil_cluster_pod_wait_http(const struct veil_cluster_pod *p, int port, const char *path,
+                               int timeout_s, char *err, size_t errlen);
+
+/* Calls fn for each pod record of the cluster (in no order) until it
+ * returns non-zero, and returns that (0 when none did). */
+int veil_cluster_pods_each(const char *cluster,
+                           int (*fn)(void *arg, const struct veil_cluster_pod *p), void *arg);
+
+/* RUN_DIR/C/pods/NS/NAME.state: a directory for the pod's own state (a
+ * waypoint's, as its node runtime's --state-dir); removed with the pod. */
+int veil_cluster_pod_state_dir(const struct veil_cluster_pod *p, char *buf, size_t len);
+
 /* RUN_DIR/C/pods/NS/NAME.log */
 int veil_cluster_pod_log(const struct veil_cluster_pod *p, char *buf, size_t len);
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster/cluster-int.h"
@@ -34,6 +35,12 @@ static void pod_file(const struct veil_cluster_pod *p, const char *ext, char *bu
                  ext);
 }
 
+int veil_cluster_pod_state_dir(const struct veil_cluster_pod *p, char *buf, size_t len)
+{
+    pod_file(p, ".state", buf, len);
+    return 0;
+}
+
 int veil_cluster_pod_log(const struct veil_cluster_pod *p, char *buf, size_t len)
 {
     pod_file(p, ".log", buf, len);
@@ -44,10 +51,11 @@ static int save(const struct veil_cluster_pod *p, char *err, size_t errlen)
 {
     char path[CLUSTER_PATH_MAX];
     pod_file(p, ".json", path, sizeof(path));
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s, s:b, s:i}", "namespace", p->ns,
-                          "name", p->name, "serviceAccount", p->sa, "node", p->node, "nodeIndex",
-                          p->node_index, "host", p->host, "address", p->address, "netns", p->netns,
-                          "mesh", p->mesh, "pid", (int)p->pid);
+    json_t *j =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:s, s:s, s:b, s:i, s:b}", "namespace", p->ns,
+                  "name", p->name, "serviceAccount", p->sa, "node", p->node, "nodeIndex",
+                  p->node_index, "host", p->host, "address", p->address, "netns", p->netns, "mesh",
+                  p->mesh, "pid", (int)p->pid, "waypoint", p->waypoint);
     char *text = j != NULL ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
     int rc = text != NULL ? veil_file_write_atomic(path, text, strlen(text), 0644, NULL) : -ENOMEM;
@@ -78,6 +86,7 @@ static int load(const char *path, struct veil_cluster_pod *p)
     p->node_index = (int)json_integer_value(json_object_get(j, "nodeIndex"));
     p->host = (int)json_integer_value(json_object_get(j, "host"));
     p->mesh = json_is_true(json_object_get(j, "mesh"));
+    p->waypoint = json_is_true(json_object_get(j, "waypoint"));
     p->pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
     json_decref(j);
     return 0;
@@ -312,10 +321,89 @@ int veil_cluster_pod_delete(const struct veil_cluster_pod *p, char *err, size_t 
         cluster__fmt(path, sizeof(path), "/etc/netns/%s", p->netns);
         cluster__rm_rf(path);
     }
+    veil_cluster_pod_state_dir(p, path, sizeof(path));
+    cluster__rm_rf(path);
     static const char *exts[] = {".json", ".log", ".pod.json"};
     for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
         pod_file(p, exts[i], path, sizeof(path));
         unlink(path);
     }
     return 0;
+}
+
+void veil_cluster_pod_stop(const struct veil_cluster_pod *p, int grace_ms)
+{
+    char *names[] = {(char *)p->netns};
+    if (p->netns[0] != '\0')
+        cluster__kill_netns(names, 1, grace_ms);
+}
+
+int veil_cluster_pod_http_get(const struct veil_cluster_pod *p, int port, const char *path,
+                              char *body, size_t len)
+{
+    return cluster__http_get(p->netns, port, path, body, len);
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+int veil_cluster_pod_wait_http(const struct veil_cluster_pod *p, int port, const char *path,
+                               int timeout_s, char *err, size_t errlen)
+{
+    double end = now_s() + (timeout_s > 0 ? timeout_s : 30);
+    while (!cluster__http_ok(p->netns, port, path)) {
+        int alive = p->pid > 0 && cluster__alive(p->pid);
+        if (!alive || now_s() > end) {
+            char log[CLUSTER_PATH_MAX], tail[2048];
+            pod_file(p, ".log", log, sizeof(log));
+            cluster__log_tail(log, 12, tail, sizeof(tail));
+            cluster__fmt(err, errlen,
+                         "%s/%s %s (GET 127.0.0.1:%d%s in %s); the end of its log (%s):\n%s", p->ns,
+                         p->name, alive ? "did not become ready in time" : "exited at start", port,
+                         path, p->netns, log, tail[0] ? tail : "(empty)");
+            return -1;
+        }
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+int veil_cluster_pods_each(const char *cluster,
+                           int (*fn)(void *arg, const struct veil_cluster_pod *p), void *arg)
+{
+    char dir[CLUSTER_PATH_MAX];
+    cluster__fmt(dir, sizeof(dir), "%s/%s/pods", VEIL_CLUSTER_RUN_DIR, cluster);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sub[CLUSTER_PATH_MAX];
+        cluster__fmt(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+        DIR *d2 = opendir(sub);
+        struct dirent *e2;
+        while (rc == 0 && d2 != NULL && (e2 = readdir(d2)) != NULL) {
+            size_t n = strlen(e2->d_name);
+            if (n < 6 || strcmp(e2->d_name + n - 5, ".json") != 0 ||
+                (n > 9 && strcmp(e2->d_name + n - 9, ".pod.json") == 0))
+                continue;
+            char path[CLUSTER_PATH_MAX];
+            struct veil_cluster_pod p = {0};
+            cluster__fmt(path, sizeof(path), "%s/%s", sub, e2->d_name);
+            cluster__fmt(p.cluster, sizeof(p.cluster), "%s", cluster);
+            if (load(path, &p) == 0)
+                rc = fn(arg, &p);
+        }
+        if (d2 != NULL)
+            closedir(d2);
+    }
+    if (d != NULL)
+        closedir(d);
+    return rc;
 }

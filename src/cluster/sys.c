@@ -290,26 +290,47 @@ static int wait_io(int fd, short ev, int ms)
     return r == 1 ? 0 : -1;
 }
 
-int cluster__http_ok(const char *netns, int port, const char *path)
+int cluster__http_get(const char *netns, int port, const char *path, char *body, size_t len)
 {
     int nsfd = veil_netns_open(netns);
     if (nsfd < 0)
-        return 0;
+        return -1;
     int fd = veil_netns_socket(nsfd, AF_INET, SOCK_STREAM, 0);
     close(nsfd);
     if (fd < 0)
-        return 0;
+        return -1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    char req[256], buf[64] = "";
+    char req[256];
+    size_t cap = len + 4096, got = 0;
+    char *buf = veil_malloc(cap);
     int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    int ok = 0;
-    if ((connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EINPROGRESS) &&
-        wait_io(fd, POLLOUT, 1000) == 0 && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n &&
-        wait_io(fd, POLLIN, 1000) == 0 && recv(fd, buf, sizeof(buf) - 1, 0) > 12)
-        ok = strncmp(buf, "HTTP/1.", 7) == 0 && strncmp(buf + 9, "200", 3) == 0;
+    ssize_t r = 0;
+    if (buf != NULL &&
+        (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 || errno == EINPROGRESS) &&
+        wait_io(fd, POLLOUT, 1000) == 0 && send(fd, req, (size_t)n, MSG_NOSIGNAL) == n) {
+        /* HTTP/1.0: the server closes after the answer. */
+        while (got < cap - 1 && wait_io(fd, POLLIN, 1000) == 0 &&
+               (r = recv(fd, buf + got, cap - 1 - got, 0)) > 0)
+            got += (size_t)r;
+    }
     close(fd);
-    return ok;
+    int status = -1;
+    if (buf != NULL) {
+        buf[got] = '\0';
+        if (got >= 12 && strncmp(buf, "HTTP/1.", 7) == 0)
+            status = atoi(buf + 9);
+        const char *b = strstr(buf, "\r\n\r\n");
+        if (status > 0 && body != NULL && len > 0)
+            snprintf(body, len, "%s", b != NULL ? b + 4 : "");
+    }
+    veil_free(buf);
+    return status;
+}
+
+int cluster__http_ok(const char *netns, int port, const char *path)
+{
+    return cluster__http_get(netns, port, path, NULL, 0) == 200;
 }
 
 int cluster__unix_call(const char *path, json_t *req, json_t **resp, int timeout_ms, char *err,

@@ -140,6 +140,7 @@ static void on_response(struct veil_push_client *pc, int status, const char *bod
         VEIL_INFO(LOG, "certificate for %s until %ld (renewal in %lds)", id->id,
                   (long)id->not_after, (long)(wait > 0 ? wait : 0));
         node__pod_ident_ready(n, id);
+        node__wp_ident_ready(n, id);
         node__ident_waiters_run(id, NULL);
     } else {
         const char *e = json_string_value(json_object_get(r, "error"));

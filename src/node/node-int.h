@@ -25,6 +25,8 @@ struct veil_dns_server;
 struct veil_hbone_server;
 struct veil_hbone_pool;
 struct veil_node_conn;
+struct veil_node_wp;
+struct veil_hbone_stats;
 
 /* An intrusive doubly-linked list. */
 struct veil_node_link {
@@ -99,6 +101,7 @@ struct veil_node_metrics {
     struct veil_metrics_family *hb_handshake, *hb_proto, *hb_bad_req, *hb_conns, *hb_mismatch;
     struct veil_metrics_series *cfg_applied, *cfg_rejected, *pods, *enrol_errors, *certs,
         *cert_errors, *cfg_version, *connected;
+    struct veil_metrics_series *wp_tunnels; /* waypoint mode: tunnels open on 15008 */
 };
 
 struct veil_node {
@@ -141,6 +144,9 @@ struct veil_node {
     struct veil_timer trim_timer;
     bool trim_followup;
     bool stopping;
+    /* waypoint mode (wpmode.c): NULL for a node proxy */
+    struct veil_node_wp *wp;
+    char wp_node_name[300]; /* "wp.<ns>.<name>" */
 };
 
 /* node.c */
@@ -171,6 +177,31 @@ void node__pod_hbone_stop(struct veil_node_pod *p);
 void node__conns_recheck(struct veil_node *n);
 void node__conns_close_pod(struct veil_node_pod *p);
 void node__ident_waiters_run(struct veil_node_ident *id, const char *err);
+
+/* wpmode.c: waypoint mode (veil_node_opts.waypoint_ns/name; docs/waypoint.md).
+ * Every function is a no-op when n->wp is NULL. */
+static inline bool node__is_waypoint(const struct veil_node *n)
+{
+    return n->opts.waypoint_ns != NULL && n->opts.waypoint_name != NULL;
+}
+/* At start, after the join: asks for the waypoint identity's certificate. */
+int node__wp_start(struct veil_node *n);
+/* The identity's certificate is there (or renewed): listens on 15008, makes
+ * the engine on the first one; swaps the TLS contexts on renewal. */
+void node__wp_ident_ready(struct veil_node *n, struct veil_node_ident *id);
+/* From the config tables' policy hook and, as the route hook (ctx: the
+ * node), for HTTPRoute/GRPCRoute: the engine's items (AuthorizationPolicy,
+ * routes) go to veil_wp_config_item() (key NULL: a full snapshot). */
+void node__wp_policy(struct veil_node *n, const char *key, const struct veil_node_item *it);
+void node__wp_route(void *ctx, const char *key, const struct veil_node_item *it);
+/* 15008 listens and the process is not draining. */
+bool node__wp_ready(const struct veil_node *n);
+/* SIGTERM: stop accepting; the loop stops once no tunnel is open, or after
+ * the drain time. Returns false when already draining (stop now). */
+bool node__wp_drain(struct veil_node *n);
+/* The HBONE server's counters (zero before it exists). */
+void node__wp_stats(const struct veil_node *n, struct veil_hbone_stats *out);
+void node__wp_free(struct veil_node *n);
 
 /* telemetry.c */
 int node__metrics_setup(struct veil_node *n);

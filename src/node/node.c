@@ -434,6 +434,7 @@ static void policy_changed(void *ctx, const char *key, const struct veil_node_it
 {
     struct veil_node *n = ctx;
     char note[512] = "";
+    node__wp_policy(n, key, it);
     if (key == NULL) {
         veil_authz_clear(n->authz);
         return;
@@ -592,6 +593,19 @@ static void load_pods(struct veil_node *n)
 
 /* ---- HTTP: metrics, readiness, admin ---- */
 
+/* 200 once a configuration is there (and, for a waypoint, once 15008
+ * listens and it is not draining). */
+static int ready_reply(struct veil_node *n, char **resp, size_t *resp_len)
+{
+    const char *why = !n->cfg.loaded                               ? "no configuration yet\n"
+                      : node__is_waypoint(n) && !node__wp_ready(n) ? "not serving 15008\n"
+                                                                   : NULL;
+    if (why == NULL)
+        return veil_reqsrv_http_reply(200, "OK", "text/plain", "ready\n", 6, resp, resp_len);
+    return veil_reqsrv_http_reply(503, "Service Unavailable", "text/plain", why, strlen(why), resp,
+                                  resp_len);
+}
+
 static int http_handle(struct veil_node *n, const char *req, bool admin, char **resp,
                        size_t *resp_len)
 {
@@ -612,12 +626,8 @@ static int http_handle(struct veil_node *n, const char *req, bool admin, char **
         veil_free(text);
         return rc;
     }
-    if (strcmp(path, "/healthz/ready") == 0) {
-        if (n->cfg.loaded)
-            return veil_reqsrv_http_reply(200, "OK", "text/plain", "ready\n", 6, resp, resp_len);
-        return veil_reqsrv_http_reply(503, "Service Unavailable", "text/plain",
-                                      "no configuration yet\n", 21, resp, resp_len);
-    }
+    if (strcmp(path, "/healthz/ready") == 0)
+        return ready_reply(n, resp, resp_len);
     if (admin && strcmp(path, "/config_dump") == 0) {
         char *cfg = NULL;
         size_t len = 0;
@@ -680,6 +690,8 @@ static void signal_cb(struct veil_io *io, uint32_t events)
     struct signalfd_siginfo si;
     (void)events;
     while (read(veil_io_fd(io), &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (node__wp_drain(n))
+            continue; /* the drain stops the loop; a second signal stops at once */
         VEIL_INFO(LOG, "signal %u: stopping", si.ssi_signo);
         n->stopping = true;
         veil_loop_stop(n->loop);
@@ -747,6 +759,23 @@ static void write_ports(struct veil_node *n)
     veil_file_write_atomic(p, text, strlen(text), 0644, NULL);
 }
 
+/* DIR/node.sock, the enrolment socket (its path into p). */
+static int serve_sock(struct veil_node *n, char *p, size_t len)
+{
+    path_of(n, "node.sock", p, len);
+    int fd = veil_listen_unix(p, 0600);
+    if (fd < 0) {
+        VEIL_ERROR(LOG, "cannot listen on %s: %s", p, strerror(-fd));
+        return fd;
+    }
+    struct veil_reqsrv_opts so = {line_complete, sock_handle, n, SOCK_MAX_REQUEST, 30000};
+    if ((n->sock_srv = veil_reqsrv_new(n->loop, fd, &so)) == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 static int start(struct veil_node *n)
 {
     char p[600], err[512];
@@ -782,25 +811,27 @@ static int start(struct veil_node *n)
     if (serve_http(n, "127.0.0.1", n->opts.admin_port, VEIL_PORT_ADMIN, true, &n->admin_srv,
                    &n->admin_port) != 0)
         VEIL_WARN(LOG, "no admin port: continuing without /config_dump");
-    path_of(n, "node.sock", p, sizeof(p));
-    int fd = veil_listen_unix(p, 0600);
-    if (fd < 0) {
-        VEIL_ERROR(LOG, "cannot listen on %s: %s", p, strerror(-fd));
-        return fd;
-    }
-    struct veil_reqsrv_opts so = {line_complete, sock_handle, n, SOCK_MAX_REQUEST, 30000};
-    if ((n->sock_srv = veil_reqsrv_new(n->loop, fd, &so)) == NULL) {
-        close(fd);
-        return -ENOMEM;
-    }
     if ((n->pool = veil_hbone_pool_new(n->loop, NULL)) == NULL)
         return -ENOMEM;
+    if (node__is_waypoint(n)) {
+        if ((rc = node__wp_start(n)) != 0)
+            return rc;
+        p[0] = '\0';
+    } else if ((rc = serve_sock(n, p, sizeof(p))) != 0) {
+        return rc;
+    }
     write_ports(n);
     schedule_renewal(n, 1000);
-    load_pods(n);
+    if (!node__is_waypoint(n))
+        load_pods(n);
     connect_control(n);
-    VEIL_INFO(LOG, "node %s: metrics on %s:%u, readiness on %s:%u, enrolment on %s", n->opts.name,
-              bind, n->metrics_port, bind, n->ready_port, p);
+    if (node__is_waypoint(n))
+        VEIL_INFO(LOG, "waypoint %s/%s (node %s): metrics on %s:%u, readiness on %s:%u",
+                  n->opts.waypoint_ns, n->opts.waypoint_name, n->opts.name, bind, n->metrics_port,
+                  bind, n->ready_port);
+    else
+        VEIL_INFO(LOG, "node %s: metrics on %s:%u, readiness on %s:%u, enrolment on %s",
+                  n->opts.name, bind, n->metrics_port, bind, n->ready_port, p);
     return 0;
 }
 
@@ -816,6 +847,7 @@ static void stop(struct veil_node *n)
     veil_reqsrv_free(n->ready_srv);
     veil_reqsrv_free(n->admin_srv);
     n->sock_srv = n->metrics_srv = n->ready_srv = n->admin_srv = NULL;
+    node__wp_free(n); /* the engine borrows the pool */
     veil_hbone_pool_free(n->pool);
     n->pool = NULL;
     veil_push_client_free(n->pc);
@@ -834,6 +866,25 @@ static void stop(struct veil_node *n)
     }
 }
 
+/* Waypoint mode: the namespace and name are DNS labels; the node name is
+ * "wp.<ns>.<name>" unless one was given. */
+static int waypoint_name(struct veil_node *n)
+{
+    const char *ns = n->opts.waypoint_ns, *name = n->opts.waypoint_name;
+    if (ns == NULL && name == NULL)
+        return 0;
+    if (ns == NULL || name == NULL || !veil_spiffe_valid_label(ns) ||
+        !veil_spiffe_valid_label(name)) {
+        VEIL_ERROR(LOG, "a waypoint needs a namespace and a name, each a DNS-1123 label");
+        return -EINVAL;
+    }
+    if (n->opts.name == NULL) {
+        snprintf(n->wp_node_name, sizeof(n->wp_node_name), "wp.%s.%s", ns, name);
+        n->opts.name = n->wp_node_name;
+    }
+    return 0;
+}
+
 int veil_node_run(const struct veil_node_opts *opts)
 {
     struct veil_node *n = veil_calloc(1, sizeof(*n));
@@ -847,12 +898,18 @@ int veil_node_run(const struct veil_node_opts *opts)
     int status = 1;
     struct veil_node_cfg_hooks hooks = {n, check_policy, policy_changed};
     veil_node_cfg_init(&n->cfg, &hooks);
+    if (node__is_waypoint(n)) {
+        struct veil_node_cfg_route_hooks rh = {.ctx = n, .route = node__wp_route};
+        veil_node_cfg_set_route_hooks(&n->cfg, &rh);
+    }
     if (parse_control(n) != 0) {
         VEIL_ERROR(LOG, "--control: expected ADDR:PORT, got \"%s\"",
                    opts->control != NULL ? opts->control : "");
         goto out;
     }
-    if (opts->name == NULL || !veil_spiffe_valid_subdomain(opts->name)) {
+    if (waypoint_name(n) != 0)
+        goto out;
+    if (n->opts.name == NULL || !veil_spiffe_valid_subdomain(n->opts.name)) {
         VEIL_ERROR(LOG, "--name: a node name is a DNS-1123 subdomain");
         goto out;
     }

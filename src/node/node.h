@@ -22,7 +22,20 @@ struct veil_node_opts {
     int ready_port;         /* -1: VEIL_PORT_READINESS (15021); 0: ephemeral */
     int admin_port;         /* -1: VEIL_PORT_ADMIN (15000, 127.0.0.1); 0: ephemeral */
     const char *bind;       /* address of metrics and readiness; NULL: 0.0.0.0 */
+    /* Waypoint mode (`veil waypoint run`, docs/waypoint.md) when both are
+     * set: the process runs in the waypoint pod's netns, joins as the
+     * pseudo-node "wp.<ns>.<name>" (name may then be NULL), enrols no pods
+     * (no node.sock, no capture), gets the certificate of
+     * spiffe://<td>/ns/<waypoint_ns>/sa/<waypoint_name> and serves HBONE on
+     * 0.0.0.0:15008, handing each CONNECT to the L7 engine
+     * (waypoint/waypoint.h). Readiness is 200 once 15008 listens. SIGTERM
+     * drains: 15008 stops accepting, readiness turns 503, and the process
+     * exits once no tunnel is open or after drain_ms. */
+    const char *waypoint_ns, *waypoint_name;
+    int drain_ms; /* waypoint mode; 0: VEIL_NODE_WP_DRAIN_MS */
 };
+
+#define VEIL_NODE_WP_DRAIN_MS 2000
 
 int veil_node_run(const struct veil_node_opts *opts);
 

@@ -72,6 +72,11 @@ int node__metrics_setup(struct veil_node *n)
     m->hb_mismatch = veil_metrics_counter(
         r, "veil_node_hbone_identity_mismatch_total",
         "HBONE servers whose certificate was not the expected identity", 1, side);
+    if (node__is_waypoint(n)) {
+        f = veil_metrics_gauge(r, "veil_waypoint_open_tunnels",
+                               "HBONE tunnels open on the waypoint's port 15008", 0, NULL);
+        m->wp_tunnels = veil_metrics_series(f, NULL);
+    }
     if (m->opened == NULL || m->closed == NULL || m->sent == NULL || m->received == NULL ||
         m->refused == NULL)
         return -ENOMEM;
@@ -115,6 +120,11 @@ int veil_node_access_log_line(const struct veil_node_conn_info *info, char *buf,
         "dst_namespace", v[5], "dst_principal", v[6], "dst_service", v[7], "bytes_sent",
         (json_int_t)info->sent, "bytes_received", (json_int_t)info->received, "security", v[8],
         "response_flags", v[9], "reason", info->reason);
+    if (o != NULL && info->via != NULL &&
+        json_object_set_new(o, "via", json_string(info->via)) != 0) {
+        json_decref(o);
+        o = NULL;
+    }
     char *text = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     if (text == NULL)
@@ -177,6 +187,13 @@ void node__metrics_sync(struct veil_node *n)
         sum.bad_requests += st.bad_requests;
         sum.connections_total += st.connections_total;
     }
+    node__wp_stats(n, &st);
+    sum.handshake_failures += st.handshake_failures;
+    sum.protocol_errors += st.protocol_errors;
+    sum.bad_requests += st.bad_requests;
+    sum.connections_total += st.connections_total;
+    if (n->m.wp_tunnels != NULL)
+        veil_metrics_gauge_set(n->m.wp_tunnels, (double)st.streams);
     add(n, &sum, n->hb_gone.handshake, n->hb_gone.proto, n->hb_gone.bad_req, n->hb_gone.conns, 0);
     if (n->pool != NULL) {
         veil_hbone_pool_stats(n->pool, &st);

@@ -30,6 +30,7 @@ struct veil_node_conn_info {
     uint64_t start_ms;               /* wall clock, ms since the epoch */
     uint64_t duration_ms;
     uint64_t sent, received; /* bytes to / from the destination */
+    const char *via;         /* the waypoint the connection came through; NULL: none */
 };
 
 /* Fills vals[VEIL_NODE_TCP_NLABELS] (pointers into info or static strings). */

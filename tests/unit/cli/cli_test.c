@@ -79,11 +79,68 @@ static void test_bad_usage_is_named(void **state)
     assert_int_equal(run("help frobnicate"), 2);
 }
 
-static void test_roles_not_built_say_so(void **state)
+static void test_waypoint_usage(void **state)
 {
     (void)state;
-    assert_int_equal(run("waypoint"), 69);
-    assert_non_null(strstr(out, "does not have this role yet"));
+    assert_int_equal(run("waypoint"), 2);
+    assert_non_null(strstr(out, "usage: veil waypoint add"));
+    assert_int_equal(run("waypoint frob"), 2);
+    assert_non_null(strstr(out, "unknown subcommand 'frob'"));
+    assert_int_equal(run("waypoint add"), 2);
+    assert_non_null(strstr(out, "--namespace NS is required"));
+    assert_int_equal(run("waypoint remove --name x"), 2);
+    assert_non_null(strstr(out, "--namespace NS is required"));
+    assert_int_equal(run("waypoint add --namespace shop --bogus"), 2);
+    assert_non_null(strstr(out, "unknown argument '--bogus'"));
+    assert_int_equal(run("waypoint remove --namespace shop --enroll"), 2); /* add only */
+    assert_non_null(strstr(out, "unknown argument '--enroll'"));
+    assert_int_equal(run("waypoint add --namespace"), 2);
+    assert_non_null(strstr(out, "--namespace needs a value"));
+}
+
+static void test_waypoint_names_are_checked(void **state)
+{
+    (void)state;
+    assert_int_equal(run("waypoint add --namespace Shop_1"), 2);
+    assert_non_null(strstr(out, "'Shop_1' is not a valid namespace name"));
+    assert_int_equal(run("waypoint add --namespace shop --name wp."), 2);
+    assert_non_null(strstr(out, "'wp.' is not a valid waypoint name"));
+    assert_int_equal(run("waypoint add --namespace shop --name -wp"), 2);
+    assert_int_equal(run("waypoint add --namespace shop --cluster Bad-Name"), 2);
+    assert_non_null(strstr(out, "not a valid cluster name"));
+    assert_int_equal(run("waypoint add --namespace shop --timeout 0 --cluster zzcli0"), 2);
+    assert_non_null(strstr(out, "--timeout"));
+    /* a cluster that does not exist: said so, nothing made */
+    assert_int_equal(run("waypoint add --namespace shop --cluster zzcli0"), 1);
+    assert_non_null(strstr(out, "no local cluster 'zzcli0'"));
+    assert_int_equal(run("waypoint remove --namespace shop --cluster zzcli0"), 1);
+    assert_non_null(strstr(out, "no waypoint shop/waypoint"));
+    assert_int_equal(run("waypoint list --cluster zzcli0"), 1);
+    assert_non_null(strstr(out, "no local cluster 'zzcli0'"));
+}
+
+static void test_waypoint_run_arguments(void **state)
+{
+    (void)state;
+    assert_int_equal(run("waypoint run --namespace shop"), 2);
+    assert_non_null(strstr(out, "--namespace, --name, --state-dir and --control are required"));
+    assert_int_equal(run("waypoint run --namespace shop --name wp --state-dir /nonexistent/x "
+                         "--control 127.0.0.1:1 --drain-seconds 0"),
+                     2);
+    assert_non_null(strstr(out, "--drain-seconds: expected 1-3600"));
+    assert_int_equal(run("waypoint run --namespace shop --name wp --state-dir /nonexistent/x "
+                         "--control 127.0.0.1:1 --metrics-port 70000"),
+                     2);
+    assert_non_null(strstr(out, "veil waypoint run: --metrics-port"));
+    assert_int_equal(run("waypoint run --namespace Shop --name wp --state-dir /nonexistent/x "
+                         "--control 127.0.0.1:1"),
+                     2);
+    assert_non_null(strstr(out, "'Shop' is not a valid namespace name"));
+    assert_int_equal(run("waypoint run --namespace shop --name wp --state-dir /nonexistent/x "
+                         "--control 127.0.0.1:1 --log-format xml"),
+                     2);
+    assert_int_equal(run("waypoint run --namespace shop --name wp --frob"), 2);
+    assert_non_null(strstr(out, "unknown argument '--frob'"));
 }
 
 static void test_demo_runs(void **state)
@@ -107,13 +164,19 @@ int main(int argc, char **argv)
         d = dirname(d);
     snprintf(veil_bin, sizeof(veil_bin), "%s/veil", d);
     (void)argv;
+    /* CLI_TEST_FILTER=test_waypoint* runs only those (test_demo_runs builds
+     * a whole cluster). */
+    if (getenv("CLI_TEST_FILTER") != NULL)
+        cmocka_set_test_filter(getenv("CLI_TEST_FILTER"));
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_help_lists_every_command),
         cmocka_unit_test(test_each_command_has_help),
         cmocka_unit_test(test_bad_usage_is_named),
-        cmocka_unit_test(test_roles_not_built_say_so),
+        cmocka_unit_test(test_waypoint_usage),
+        cmocka_unit_test(test_waypoint_names_are_checked),
+        cmocka_unit_test(test_waypoint_run_arguments),
         cmocka_unit_test(test_demo_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
