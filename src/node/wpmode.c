@@ -259,6 +259,8 @@ bool node__wp_drain(struct veil_node *n)
     wp->draining = true;
     wp->drain_end_ms = veil_now_ms() + (uint64_t)ms;
     close_listener(wp);
+    if (wp->engine != NULL)
+        veil_wp_drain(wp->engine);
     VEIL_INFO(LOG, "waypoint: draining: no new connections on %d, open tunnels get up to %d ms",
               VEIL_PORT_HBONE, ms);
     veil_timer_start(n->loop, &wp->drain_timer, 0, 0, drain_cb);

@@ -216,6 +216,7 @@ void wp__request_begin(struct wp_conn *c, struct wp_req *r)
     r->upgrade = (h->flags & VEIL_H1_F_UPGRADE) != 0;
     r->flags = "-";
     r->replayable = true;
+    r->close_after = wp->draining;
     struct veil_h1_span tp = hval(h, r->raw, "traceparent");
     wp__traceparent(wp, r->raw + tp.off, tp.len, r->traceparent);
     veil_h1_body_init(&r->body, h, NULL);

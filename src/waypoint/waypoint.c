@@ -166,3 +166,19 @@ void veil_wp_set_client_tls(struct veil_wp *wp, struct veil_tls_ctx *tls)
 {
     wp->env.client_tls = tls;
 }
+
+void veil_wp_drain(struct veil_wp *wp)
+{
+    wp->draining = true;
+    struct wp_link *l = wp->conns.next;
+    while (l != &wp->conns) {
+        struct wp_conn *c = VEIL_CONTAINER_OF(l, struct wp_conn, link);
+        l = l->next; /* c may go */
+        if (c->mode != WP_H1)
+            continue;
+        if (c->req != NULL)
+            c->req->close_after = true;
+        c->closing = true;
+        wp__conn_run(c);
+    }
+}

@@ -45,6 +45,12 @@ int veil_wp_config_item(struct veil_wp *wp, const char *kind, const char *key, c
 void veil_wp_connect(struct veil_wp *wp, struct veil_hbone_h2s *h2s,
                      const struct veil_hbone_connect_info *info);
 
+/* The waypoint is going away (drain): HTTP/1.1 connections close once
+ * their request in flight (if any) is answered, with "connection: close";
+ * idle keep-alive connections close now. Tunnels passed through are left
+ * to end by themselves. */
+void veil_wp_drain(struct veil_wp *wp);
+
 /* The client TLS context changed (certificate renewal): new upstream
  * connections use it. */
 void veil_wp_set_client_tls(struct veil_wp *wp, struct veil_tls_ctx *tls);

@@ -795,6 +795,19 @@ static void test_route_filters(void **state)
     assert_int_equal(status_of(e), 404);
 }
 
+static void test_drain_closes_keepalive(void **state)
+{
+    struct env *e = *state;
+    exchange(e, "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n");
+    assert_int_equal(status_of(e), 200);
+    assert_false(e->ceof);
+    veil_wp_drain(e->wp); /* the idle keep-alive connection closes */
+    e->want_close = true;
+    exchange(e, "");
+    assert_true(e->ceof);
+    assert_int_equal((int)e->resplen, 0);
+}
+
 static void test_unknown_vip(void **state)
 {
     struct env *e = *state;
@@ -823,6 +836,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_route_retry_hides_503, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_timeout_504, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain_closes_keepalive, setup, teardown),
     };
     (void)test_unknown_vip;
     return cmocka_run_group_tests(tests, NULL, NULL);
