@@ -69,8 +69,8 @@ struct veil_wp {
     uint64_t rng;
     uint64_t next_id;
     uint64_t bad_requests, requests_total;
-    bool draining; /* veil_wp_drain(): every HTTP/1.1 answer closes its connection */
-    struct veil_authz *authz;        /* every AuthorizationPolicy; the waypoint-bound ones decide */
+    bool draining;            /* veil_wp_drain(): every HTTP/1.1 answer closes its connection */
+    struct veil_authz *authz; /* every AuthorizationPolicy; the waypoint-bound ones decide */
     struct veil_route_table *routes; /* HTTPRoute, GRPCRoute (route.h) */
     struct wp_backend *backends;     /* per backend service port: its balancer (stages.c) */
 };
