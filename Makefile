@@ -111,6 +111,12 @@ bench-l4: setup
 	@$(MAKE) --no-print-directory bench-bins
 	bench/l4/run --veil $(B)/veil --rr $(B)/bench/rr_bench
 
+# bench/l7 (root): direct, HAProxy, nginx and veil's waypoint, wrk and h2load.
+.PHONY: bench-l7
+bench-l7: setup
+	@$(MAKE) --no-print-directory $(B)/veil
+	bench/l7/run --veil $(B)/veil
+
 demo: all
 	./veil demo
 
