@@ -12,6 +12,7 @@
 #include "core/loop.h"
 #include "http/h1.h"
 #include "l4/pump.h"
+#include "waypoint/h2.h"
 #include "waypoint/route.h"
 
 #include <errno.h>
@@ -211,7 +212,7 @@ static enum wp_mode sniff(const char *p, size_t n)
 {
     size_t pn = sizeof(h2_preface) - 1;
     if (memcmp(p, h2_preface, n < pn ? n : pn) == 0)
-        return n < pn ? WP_DETECT : WP_RAW; /* h2c: passed through for now */
+        return n < pn ? WP_DETECT : WP_RAW; /* h2c: h2.c takes it (detect()) */
     size_t i = 0;
     while (i < n && i < 24 && is_tchar((unsigned char)p[i]))
         i++;
@@ -546,6 +547,7 @@ void wp__conn_close(struct wp_conn *c, bool abort)
     if (c->dead)
         return;
     c->dead = true;
+    wp__h2_free(c); /* no-op unless h2.c has the connection */
     if (c->req != NULL) {
         if (c->req->status == 0) {
             c->req->status = 0;

@@ -62,12 +62,12 @@ struct wp_h2s {
     int32_t ds_id;       /* the client's stream */
     struct wp_h2up *up;  /* the upstream carrying it or dialing for it; NULL */
     struct wp_link up_link;
-    int32_t up_id; /* its stream there; 0 = not submitted yet */
+    int32_t up_id;            /* its stream there; 0 = not submitted yet */
     struct wp_h2_hdrs qh, qt; /* the request head; its trailers */
     struct wp_h2_hdrs ph;     /* the response header block being received */
     nghttp2_nv *qnv;          /* the head as it goes upstream (points into qh) */
     size_t nqnv;
-    struct wp_buf qbody, pbody; /* DATA waiting: to upstream / to the client */
+    struct wp_buf qbody, pbody;  /* DATA waiting: to upstream / to the client */
     bool q_eof, p_eof;           /* END_STREAM came from the client / the upstream */
     bool q_trailers, p_trailers; /* qh / ph hold trailers to send after the body */
     bool headers_done;           /* the request head was complete */
@@ -88,6 +88,8 @@ struct wp_h2s {
     char traceparent[56];
     struct in_addr ep_addr;
     uint16_t ep_port;
+    struct veil_wp_bal_set *bal_set; /* the attempt in flight (wp__ep_pick) */
+    struct veil_wp_bal_ep *bal_ep;
 };
 
 /* One upstream: an HBONE tunnel to an endpoint, HTTP/2 on it. */
