@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,6 +431,46 @@ static int find_waypoint(const struct wp_args *a, struct veil_cluster_pod *p)
     return 0;
 }
 
+/* Whether every connected node proxy (waypoints aside) has applied the
+ * control plane's current version. */
+static bool nodes_synced(const char *state)
+{
+    json_t *req = json_pack("{s:s}", "op", "status"), *resp = NULL;
+    char err[256];
+    bool synced = false;
+    if (req != NULL && veil_cli_admin_call(state, req, &resp, err, sizeof(err)) == 0) {
+        const json_t *st = json_object_get(resp, "status");
+        json_int_t version = json_integer_value(json_object_get(st, "version"));
+        const json_t *nodes = json_object_get(st, "nodes");
+        synced = true;
+        for (size_t i = 0; i < json_array_size(nodes); i++) {
+            const json_t *n = json_array_get(nodes, i);
+            const char *name = json_string_value(json_object_get(n, "name"));
+            if (!json_is_true(json_object_get(n, "connected")) || name == NULL ||
+                strncmp(name, "wp.", 3) == 0)
+                continue;
+            if (json_integer_value(json_object_get(n, "acked")) < version)
+                synced = false;
+        }
+    }
+    json_decref(req);
+    json_decref(resp);
+    return synced;
+}
+
+/* After the Pod is deleted: waits (at most 5 s) until the node proxies have
+ * applied that change, so that none sends the waypoint a new connection
+ * after it stops listening. */
+static void wait_nodes_synced(const char *cluster)
+{
+    char state[512];
+    veil_cluster_path(state, sizeof(state), cluster, "control");
+    for (int i = 0; i < 100 && !nodes_synced(state); i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int wp_remove(int argc, char **argv)
 {
     struct wp_args a = {.sub = "remove"};
@@ -449,6 +490,7 @@ static int wp_remove(int argc, char **argv)
     printf("Pod %s/%s deleted from the control plane: node proxies stop sending it new "
            "connections\n",
            a.ns, a.name);
+    wait_nodes_synced(a.cluster);
     long open = wait_quiet(&p);
     if (open > 0)
         printf("%ld tunnel(s) still open: the waypoint drains them for up to %d s\n", open,

@@ -35,14 +35,14 @@ metadata: {name: db-1, namespace: default, labels: {app: db}}
 spec: {nodeName: node-2}
 status: {podIP: 198.18.2.11}
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
 metadata: {name: later, namespace: default}
 spec: {}
 Y
 "$VEIL" apply -f "$M/app.yaml" >"$E2E_TMP/out" || fail "apply refused: $(cat "$E2E_TMP/out")"
 grep -q "Pod/default/web-1 created" "$E2E_TMP/out" || fail "apply output: $(cat "$E2E_TMP/out")"
-grep -q "HTTPRoute.*kept" "$E2E_TMP/out" || fail "unknown kind not reported as kept"
+grep -q "TCPRoute.*kept" "$E2E_TMP/out" || fail "unknown kind not reported as kept"
 
 # Endpoints by label selection, seen in the stream an observer gets.
 "$VEIL" debug watch --node node-2 --count 1 >"$E2E_TMP/watch" 2>&1 || fail "watch failed"
