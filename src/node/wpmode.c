@@ -221,10 +221,13 @@ int node__wp_start(struct veil_node *n)
     return 0;
 }
 
+/* Ready: 15008 listens and a configuration is in force (a CONNECT before
+ * the first snapshot would find no service: `veil waypoint add --enroll`
+ * labels the namespace only once this is true). */
 bool node__wp_ready(const struct veil_node *n)
 {
     const struct veil_node_wp *wp = n->wp;
-    return wp != NULL && !wp->draining && veil_io_is_active(&wp->listen_io);
+    return wp != NULL && !wp->draining && n->cfg.loaded && veil_io_is_active(&wp->listen_io);
 }
 
 void node__wp_stats(const struct veil_node *n, struct veil_hbone_stats *out)
