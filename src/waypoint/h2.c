@@ -28,28 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- lists ---- */
-
-static void link_init(struct wp_link *l)
-{
-    l->prev = l->next = l;
-}
-
-static void link_add(struct wp_link *head, struct wp_link *l)
-{
-    l->next = head;
-    l->prev = head->prev;
-    head->prev->next = l;
-    head->prev = l;
-}
-
-static void link_del(struct wp_link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->prev = l->next = l;
-}
-
 /* ---- header blocks ---- */
 
 int wp__h2_hdrs_add(struct wp_h2_hdrs *b, const uint8_t *name, size_t nlen, const uint8_t *value,
@@ -180,43 +158,7 @@ int wp__h2_send(nghttp2_session *ng, struct veil_l4_end *e, struct wp_buf *out)
     }
 }
 
-/* ---- telemetry (the labels of telemetry.c, in its order) ---- */
-
-static const char *or_unknown(const char *s)
-{
-    return s != NULL && s[0] != '\0' ? s : "unknown";
-}
-
-static void access_log(const struct wp_conn *c, const struct wp_h2s *s, uint64_t dur)
-{
-    char ts[96], up[40] = "-";
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
-    if (s->ep_port != 0)
-        snprintf(up, sizeof(up), "%s:%u", inet_ntoa(s->ep_addr), s->ep_port);
-    json_t *o =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:I, s:I, s:I, s:s, "
-                  "s:s, s:s, s:s, s:s}",
-                  "start_time", ts, "reporter", "waypoint", "method", s->method, "path", s->path,
-                  "authority", s->authority, "protocol", "HTTP/2", "response_code", (int)s->status,
-                  "grpc_status", s->grpc_status[0] ? s->grpc_status : "-", "response_flags",
-                  s->flags, "bytes_received", (json_int_t)s->q_bytes, "bytes_sent",
-                  (json_int_t)s->p_bytes, "duration", (json_int_t)dur, "upstream_host", up,
-                  "source_principal", or_unknown(c->src_principal), "destination_service",
-                  or_unknown(c->svc_name), "backend", s->backend, "traceparent", s->traceparent);
-    char *line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (line == NULL)
-        return;
-    size_t n = strlen(line);
-    line[n] = '\n';
-    veil_write_all(STDERR_FILENO, line, n + 1);
-    free(line);
-}
+/* ---- telemetry ---- */
 
 static void request_done(struct wp_h2s *s)
 {
@@ -224,35 +166,30 @@ static void request_done(struct wp_h2s *s)
         return;
     s->done = true;
     struct wp_conn *c = s->h->c;
-    struct veil_wp *wp = c->wp;
-    uint64_t dur = veil_loop_now(wp->env.loop) - s->start_ms;
-    char code[8], svc[200];
-    snprintf(code, sizeof(code), "%u", s->status);
-    snprintf(svc, sizeof(svc), "%s.%s.svc.cluster.local", c->svc_name, c->svc_ns);
-    const char *v[15] = {"waypoint",
-                         or_unknown(c->src_wl),
-                         or_unknown(c->src_ns),
-                         or_unknown(c->src_principal),
-                         or_unknown(s->dst_wl),
-                         or_unknown(s->dst_ns),
-                         or_unknown(s->dst_principal),
-                         svc,
-                         or_unknown(c->svc_name),
-                         or_unknown(c->svc_ns),
-                         s->grpc ? "grpc" : "http",
-                         code,
-                         s->grpc_status[0] ? s->grpc_status : "-",
-                         s->flags,
-                         "mutual_tls"};
-    if (wp->m.requests != NULL) {
-        veil_metrics_counter_add(veil_metrics_series(wp->m.requests, v), 1);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.duration, v), (double)dur);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.req_bytes, v), (double)s->q_bytes);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.resp_bytes, v),
-                                       (double)s->p_bytes);
-    }
-    wp->requests_total++;
-    access_log(c, s, dur);
+    struct wp_record rec = {
+        .dst_wl = s->dst_wl,
+        .dst_ns = s->dst_ns,
+        .dst_principal = s->dst_principal,
+        .grpc = s->grpc,
+        .status = s->status,
+        .grpc_status = s->grpc_status[0] ? s->grpc_status : NULL,
+        .flags = s->flags,
+        .req_bytes = s->q_bytes,
+        .resp_bytes = s->p_bytes,
+        .dur_ms = veil_loop_now(c->wp->env.loop) - s->start_ms,
+        .method = s->method,
+        .method_len = strlen(s->method),
+        .path = s->path,
+        .path_len = strlen(s->path),
+        .authority = s->authority,
+        .authority_len = strlen(s->authority),
+        .http_version = "HTTP/2",
+        .ep_addr = s->ep_addr,
+        .ep_port = s->ep_port,
+        .backend = s->backend,
+        .traceparent = s->traceparent,
+    };
+    wp__record(c, &rec);
 }
 
 /* ---- streams ---- */
@@ -285,7 +222,7 @@ static void stream_free(struct wp_h2s *s)
     wp__buf_free(&s->qbody);
     wp__buf_free(&s->pbody);
     veil_free(s->qnv);
-    link_del(&s->link);
+    wp__link_del(&s->link);
     h->nstreams--;
     veil_free(s);
 }
@@ -716,8 +653,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     s->h = h;
     s->ds_id = f->hd.stream_id;
     s->flags = "-";
-    link_init(&s->up_link);
-    link_add(&h->streams, &s->link);
+    wp__link_init(&s->up_link);
+    wp__link_add(&h->streams, &s->link);
     h->nstreams++;
     nghttp2_session_set_stream_user_data(ng, s->ds_id, s);
     return 0;
@@ -975,8 +912,8 @@ int wp__h2_start(struct wp_conn *c)
     if (h == NULL)
         return -ENOMEM;
     h->c = c;
-    link_init(&h->streams);
-    link_init(&h->ups);
+    wp__link_init(&h->streams);
+    wp__link_init(&h->ups);
     h->ng = session_new(h);
     if (h->ng == NULL || wp__h2_settings(h->ng, true) != 0) {
         nghttp2_session_del(h->ng);

@@ -17,26 +17,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static void link_init(struct wp_link *l)
-{
-    l->prev = l->next = l;
-}
-
-static void link_add(struct wp_link *head, struct wp_link *l)
-{
-    l->next = head;
-    l->prev = head->prev;
-    head->prev->next = l;
-    head->prev = l;
-}
-
-static void link_del(struct wp_link *l)
-{
-    l->prev->next = l->next;
-    l->next->prev = l->prev;
-    l->prev = l->next = l;
-}
-
 static struct wp_h2s *of_link(struct wp_link *l)
 {
     return VEIL_CONTAINER_OF(l, struct wp_h2s, up_link);
@@ -50,7 +30,7 @@ static void unhook(struct wp_h2s *s)
     struct wp_h2up *up = s->up;
     if (s->up_id > 0 && up->ng != NULL)
         nghttp2_session_set_stream_user_data(up->ng, s->up_id, NULL);
-    link_del(&s->up_link);
+    wp__link_del(&s->up_link);
     up->nstreams--;
     s->up = NULL;
     s->up_id = 0;
@@ -124,7 +104,7 @@ void wp__h2up_attach(struct wp_h2up *up, struct wp_h2s *s)
 {
     s->up = up;
     s->up_id = 0;
-    link_add(&up->streams, &s->up_link);
+    wp__link_add(&up->streams, &s->up_link);
     up->nstreams++;
     if (up->ng != NULL)
         submit(up, s);
@@ -377,8 +357,8 @@ struct wp_h2up *wp__h2up_get(struct wp_h2c *h, struct in_addr addr, uint16_t por
     up->addr = addr;
     up->port = port;
     snprintf(up->identity, sizeof(up->identity), "%s", identity);
-    link_init(&up->streams);
-    link_add(&h->ups, &up->link);
+    wp__link_init(&up->streams);
+    wp__link_add(&h->ups, &up->link);
     h->nups++;
     int rc = dial(up);
     if (rc != 0) {
@@ -403,7 +383,7 @@ void wp__h2up_free(struct wp_h2up *up)
         up->end->ops->close(up->end, up->h->dead || !up->eof);
     nghttp2_session_del(up->ng);
     wp__buf_free(&up->out);
-    link_del(&up->link);
+    wp__link_del(&up->link);
     up->h->nups--;
     veil_free(up);
 }

@@ -128,29 +128,7 @@ void wp__traceparent(struct veil_wp *wp, const char *in, size_t n, char out[56])
     snprintf(out, 56, "00-%s-%s-01", trace, span);
 }
 
-static void labels(const struct wp_conn *c, const struct wp_req *r, const char *code,
-                   const char *v[NREQ_LABELS])
-{
-    char svc[200];
-    snprintf(svc, sizeof(svc), "%s.%s.svc.cluster.local", c->svc_name, c->svc_ns);
-    v[0] = "waypoint";
-    v[1] = or_unknown(c->src_wl);
-    v[2] = or_unknown(c->src_ns);
-    v[3] = or_unknown(c->src_principal);
-    v[4] = or_unknown(r != NULL ? r->dst_wl : NULL);
-    v[5] = or_unknown(r != NULL ? r->dst_ns : NULL);
-    v[6] = or_unknown(r != NULL ? r->dst_principal : NULL);
-    v[7] = NULL; /* set by the caller (a buffer of its own) */
-    v[8] = or_unknown(c->svc_name);
-    v[9] = or_unknown(c->svc_ns);
-    v[10] = "http";
-    v[11] = code;
-    v[12] = "-";
-    v[13] = r != NULL && r->flags != NULL ? r->flags : "-";
-    v[14] = "mutual_tls";
-}
-
-static void access_log(const struct wp_conn *c, const struct wp_req *r, uint64_t dur_ms)
+static void access_log(const struct wp_conn *c, const struct wp_record *rec)
 {
     char ts[80];
     struct timespec now;
@@ -159,54 +137,96 @@ static void access_log(const struct wp_conn *c, const struct wp_req *r, uint64_t
     gmtime_r(&now.tv_sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
-    const struct veil_h1_head *h = &r->head;
     char up[40] = "-";
-    if (r->ep_port != 0)
-        snprintf(up, sizeof(up), "%s:%u", inet_ntoa(r->ep_addr), r->ep_port);
+    if (rec->ep_port != 0)
+        snprintf(up, sizeof(up), "%s:%u", inet_ntoa(rec->ep_addr), rec->ep_port);
     json_t *o = json_pack(
-        "{s:s, s:s, s:s#, s:s#, s:s#, s:s, s:i, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:s, "
-        "s:s}",
-        "start_time", ts, "reporter", "waypoint", "method", r->raw + h->method_span.off,
-        (size_t)h->method_span.len, "path", r->raw + h->target.off, (size_t)h->target.len,
-        "authority", r->raw + h->host.off, (size_t)((h->flags & VEIL_H1_F_HOST) ? h->host.len : 0),
-        "protocol", h->version_minor ? "HTTP/1.1" : "HTTP/1.0", "response_code", (int)r->status,
-        "response_flags", r->flags != NULL ? r->flags : "-", "bytes_received",
-        (json_int_t)r->req_bytes, "bytes_sent", (json_int_t)r->resp_bytes, "duration",
-        (json_int_t)dur_ms, "upstream_host", up, "source_principal", or_unknown(c->src_principal),
-        "destination_service", or_unknown(c->svc_name), "backend", r->backend, "traceparent",
-        r->traceparent, "attempts", r->attempts ? "retried" : "once");
-    if (o == NULL)
-        return;
-    char *s = json_dumps(o, JSON_COMPACT);
+        "{s:s, s:s, s:s#, s:s#, s:s#, s:s, s:i, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:s}",
+        "start_time", ts, "reporter", "waypoint", "method", rec->method, rec->method_len, "path",
+        rec->path, rec->path_len, "authority", rec->authority, rec->authority_len, "protocol",
+        rec->http_version, "response_code", (int)rec->status, "response_flags",
+        rec->flags != NULL ? rec->flags : "-", "bytes_received", (json_int_t)rec->req_bytes,
+        "bytes_sent", (json_int_t)rec->resp_bytes, "duration", (json_int_t)rec->dur_ms,
+        "upstream_host", up, "source_principal", or_unknown(c->src_principal),
+        "destination_service", or_unknown(c->svc_name), "backend", rec->backend, "traceparent",
+        rec->traceparent);
+    if (o != NULL && rec->grpc)
+        json_object_set_new(o, "grpc_status",
+                            json_string(rec->grpc_status != NULL ? rec->grpc_status : "-"));
+    else if (o != NULL)
+        json_object_set_new(o, "attempts", json_string(rec->retried ? "retried" : "once"));
+    char *line = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
-    if (s == NULL)
+    if (line == NULL)
         return;
-    size_t n = strlen(s);
-    s[n] = '\n';
-    veil_write_all(STDERR_FILENO, s, n + 1);
-    free(s);
+    size_t n = strlen(line);
+    line[n] = '\n';
+    veil_write_all(STDERR_FILENO, line, n + 1);
+    free(line);
+}
+
+/* One request of either protocol: Istio's request metrics and the
+ * access-log line. */
+void wp__record(struct wp_conn *c, const struct wp_record *rec)
+{
+    struct veil_wp *wp = c->wp;
+    char code[8], svc[200];
+    snprintf(code, sizeof(code), "%u", rec->status);
+    snprintf(svc, sizeof(svc), "%s.%s.svc.cluster.local", c->svc_name, c->svc_ns);
+    const char *v[NREQ_LABELS] = {"waypoint",
+                                  or_unknown(c->src_wl),
+                                  or_unknown(c->src_ns),
+                                  or_unknown(c->src_principal),
+                                  or_unknown(rec->dst_wl),
+                                  or_unknown(rec->dst_ns),
+                                  or_unknown(rec->dst_principal),
+                                  svc,
+                                  or_unknown(c->svc_name),
+                                  or_unknown(c->svc_ns),
+                                  rec->grpc ? "grpc" : "http",
+                                  code,
+                                  rec->grpc_status != NULL ? rec->grpc_status : "-",
+                                  rec->flags != NULL ? rec->flags : "-",
+                                  "mutual_tls"};
+    if (wp->m.requests != NULL) {
+        veil_metrics_counter_add(veil_metrics_series(wp->m.requests, v), 1);
+        veil_metrics_histogram_observe(veil_metrics_series(wp->m.duration, v), (double)rec->dur_ms);
+        veil_metrics_histogram_observe(veil_metrics_series(wp->m.req_bytes, v),
+                                       (double)rec->req_bytes);
+        veil_metrics_histogram_observe(veil_metrics_series(wp->m.resp_bytes, v),
+                                       (double)rec->resp_bytes);
+    }
+    wp->requests_total++;
+    access_log(c, rec);
 }
 
 void wp__request_done(struct wp_conn *c, struct wp_req *r)
 {
-    struct veil_wp *wp = c->wp;
-    uint64_t dur = veil_loop_now(wp->env.loop) - r->start_ms;
-    char code[8], svc[200];
-    snprintf(code, sizeof(code), "%u", r->status);
-    snprintf(svc, sizeof(svc), "%s.%s.svc.cluster.local", c->svc_name, c->svc_ns);
-    const char *v[NREQ_LABELS];
-    labels(c, r, code, v);
-    v[7] = svc;
-    if (wp->m.requests != NULL) {
-        veil_metrics_counter_add(veil_metrics_series(wp->m.requests, v), 1);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.duration, v), (double)dur);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.req_bytes, v),
-                                       (double)r->req_bytes);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.resp_bytes, v),
-                                       (double)r->resp_bytes);
-    }
-    wp->requests_total++;
-    access_log(c, r, dur);
+    const struct veil_h1_head *h = &r->head;
+    bool host = (h->flags & VEIL_H1_F_HOST) != 0;
+    struct wp_record rec = {
+        .dst_wl = r->dst_wl,
+        .dst_ns = r->dst_ns,
+        .dst_principal = r->dst_principal,
+        .status = r->status,
+        .flags = r->flags,
+        .req_bytes = r->req_bytes,
+        .resp_bytes = r->resp_bytes,
+        .dur_ms = veil_loop_now(c->wp->env.loop) - r->start_ms,
+        .method = r->raw + h->method_span.off,
+        .method_len = h->method_span.len,
+        .path = r->raw + h->target.off,
+        .path_len = h->target.len,
+        .authority = host ? r->raw + h->host.off : "",
+        .authority_len = host ? h->host.len : 0,
+        .http_version = h->version_minor ? "HTTP/1.1" : "HTTP/1.0",
+        .ep_addr = r->ep_addr,
+        .ep_port = r->ep_port,
+        .backend = r->backend,
+        .traceparent = r->traceparent,
+        .retried = r->attempts > 0,
+    };
+    wp__record(c, &rec);
 }
 
 void wp__tcp_done(struct wp_conn *c)

@@ -27,20 +27,11 @@ uint64_t wp__rand(struct veil_wp *wp)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static void link_add(struct wp_link *h, struct wp_link *l)
-{
-    l->next = h;
-    l->prev = h->prev;
-    h->prev->next = l;
-    h->prev = l;
-}
-
 void wp__conn_unlink(struct wp_conn *c)
 {
     if (c->link.next == NULL)
         return;
-    c->link.prev->next = c->link.next;
-    c->link.next->prev = c->link.prev;
+    wp__link_del(&c->link);
     c->link.prev = c->link.next = NULL;
     c->wp->nconns--;
 }
@@ -55,7 +46,7 @@ struct veil_wp *veil_wp_new(const struct veil_wp_env *env)
     if (wp == NULL)
         return NULL;
     wp->env = *env;
-    wp->conns.prev = wp->conns.next = &wp->conns;
+    wp__link_init(&wp->conns);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     wp->rng = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)wp;
@@ -157,7 +148,7 @@ void veil_wp_connect(struct veil_wp *wp, struct veil_hbone_h2s *h2s,
         veil_free(c);
         return;
     }
-    link_add(&wp->conns, &c->link);
+    wp__link_add(&wp->conns, &c->link);
     wp->nconns++;
     wp__conn_start(c, veil_hbone_h2s_end(h2s));
 }

@@ -52,9 +52,27 @@ struct wp_buf {
     uint32_t off, len, cap;
 };
 
+/* An intrusive doubly-linked list (a head is a link to itself). */
 struct wp_link {
     struct wp_link *prev, *next;
 };
+static inline void wp__link_init(struct wp_link *l)
+{
+    l->prev = l->next = l;
+}
+static inline void wp__link_add(struct wp_link *head, struct wp_link *l)
+{
+    l->next = head;
+    l->prev = head->prev;
+    head->prev->next = l;
+    head->prev = l;
+}
+static inline void wp__link_del(struct wp_link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->prev = l->next = l;
+}
 
 struct wp_metrics {
     struct veil_metrics_family *requests, *duration, *req_bytes, *resp_bytes;
@@ -250,6 +268,25 @@ void wp__routes_free(struct veil_wp *wp);
 void wp__routes_clear(struct veil_wp *wp);
 int wp__routes_item(struct veil_wp *wp, const char *kind, const char *ns, const char *name,
                     const struct json_t *spec, char *err, size_t errlen);
+
+/* telemetry.c: what one request was, whatever its protocol (strings
+ * borrowed for the call; NULL reads "unknown", or "-" for flags). */
+struct wp_record {
+    const char *dst_wl, *dst_ns, *dst_principal;
+    bool grpc;               /* request_protocol "grpc" (else "http") */
+    uint16_t status;         /* 0: no response */
+    const char *grpc_status; /* NULL: "-" */
+    const char *flags;
+    uint64_t req_bytes, resp_bytes, dur_ms;
+    const char *method, *path, *authority;
+    size_t method_len, path_len, authority_len;
+    const char *http_version; /* "HTTP/1.1", "HTTP/2" */
+    struct in_addr ep_addr;
+    uint16_t ep_port; /* 0: no upstream */
+    const char *backend, *traceparent;
+    bool retried;
+};
+void wp__record(struct wp_conn *c, const struct wp_record *rec);
 
 /* telemetry.c */
 int wp__metrics_setup(struct veil_wp *wp);
