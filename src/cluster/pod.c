@@ -222,12 +222,17 @@ static int plumb(const struct veil_cluster_pod *p, char *err, size_t errlen)
     cluster__fmt(batch, sizeof(batch), "link set %s master br0\nlink set %s up\n", veth, veth);
     if (cluster__ip_batch(node, batch, err, errlen) < 0)
         return -1;
+    /* The MAC follows from the address (02:00:c6:12:<node>:<host>, as
+     * Docker derives it): a pod that gets a freed address gets the same MAC,
+     * so the neighbour caches of the other pods stay right (a new MAC would
+     * leave them sending to the old one until their entry expires). */
     cluster__fmt(batch, sizeof(batch),
                  "link set lo up\n"
+                 "link set eth0 address 02:00:c6:12:%02x:%02x\n"
                  "addr add %s/24 dev eth0\n"
                  "link set eth0 up\n"
                  "route add default via 198.18.%d.1\n",
-                 p->address, p->node_index);
+                 p->node_index, p->host, p->address, p->node_index);
     if (cluster__ip_batch(p->netns, batch, err, errlen) < 0)
         return -1;
     return resolv_conf(p, err, errlen);
