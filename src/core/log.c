@@ -1,6 +1,7 @@
 #include "core/log.h"
 
 #include "core/file.h"
+#include "core/jsonw.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -51,48 +52,6 @@ int veil_log_parse_level(const char *s, enum veil_log_level *out)
     return -EINVAL;
 }
 
-/* Appends to a bounded line; `*pos` never passes `cap`. */
-struct line {
-    char *buf;
-    size_t pos, cap;
-};
-
-static void line_putc(struct line *l, char c)
-{
-    if (l->pos < l->cap)
-        l->buf[l->pos++] = c;
-}
-
-static void line_puts(struct line *l, const char *s)
-{
-    while (*s != '\0')
-        line_putc(l, *s++);
-}
-
-static void line_json_escaped(struct line *l, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            line_putc(l, '\\');
-            line_putc(l, (char)c);
-        } else if (c == '\n') {
-            line_puts(l, "\\n");
-        } else if (c == '\t') {
-            line_puts(l, "\\t");
-        } else if (c == '\r') {
-            line_puts(l, "\\r");
-        } else if (c < 0x20) {
-            line_puts(l, "\\u00");
-            line_putc(l, hex[c >> 4]);
-            line_putc(l, hex[c & 0xf]);
-        } else {
-            line_putc(l, (char)c);
-        }
-    }
-}
-
 static void format_time(char *out, size_t n)
 {
     struct timespec ts;
@@ -114,29 +73,32 @@ void veil_logv(enum veil_log_level level, const char *module, const char *fmt, v
     format_time(ts, sizeof(ts));
 
     /* Leave room for the closing characters so a record is always whole. */
-    struct line l = {out, 0, sizeof(out) - 3};
+    struct veil_jw l;
+    veil_jw_init(&l, out, sizeof(out) - 3);
     if (atomic_load_explicit(&log_format, memory_order_relaxed) == VEIL_LOG_JSON) {
-        line_puts(&l, "{\"ts\":\"");
-        line_puts(&l, ts);
-        line_puts(&l, "\",\"level\":\"");
-        line_puts(&l, level_names[level]);
-        line_puts(&l, "\",\"module\":\"");
-        line_json_escaped(&l, module);
-        line_puts(&l, "\",\"msg\":\"");
-        line_json_escaped(&l, msg);
+        VEIL_JW_LIT(&l, "{\"ts\":\"");
+        veil_jw_raw(&l, ts, strlen(ts));
+        VEIL_JW_LIT(&l, "\",\"level\":\"");
+        veil_jw_raw(&l, level_names[level], strlen(level_names[level]));
+        VEIL_JW_LIT(&l, "\",\"module\":\"");
+        veil_jw_esc(&l, module, strlen(module));
+        VEIL_JW_LIT(&l, "\",\"msg\":\"");
+        veil_jw_esc(&l, msg, strlen(msg));
         l.cap += 2;
-        line_puts(&l, "\"}");
+        l.over = false;
+        VEIL_JW_LIT(&l, "\"}");
     } else {
-        line_puts(&l, ts);
-        line_putc(&l, ' ');
-        line_puts(&l, level_tags[level]);
-        line_putc(&l, ' ');
-        line_puts(&l, module);
-        line_puts(&l, ": ");
-        line_puts(&l, msg);
+        veil_jw_raw(&l, ts, strlen(ts));
+        VEIL_JW_LIT(&l, " ");
+        veil_jw_raw(&l, level_tags[level], strlen(level_tags[level]));
+        VEIL_JW_LIT(&l, " ");
+        veil_jw_raw(&l, module, strlen(module));
+        VEIL_JW_LIT(&l, ": ");
+        veil_jw_raw(&l, msg, strlen(msg));
     }
     l.cap = sizeof(out);
-    line_putc(&l, '\n');
+    l.over = false;
+    VEIL_JW_LIT(&l, "\n");
     (void)veil_write_all(atomic_load_explicit(&log_fd, memory_order_relaxed), out, l.pos);
 }
 

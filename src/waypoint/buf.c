@@ -9,6 +9,22 @@
 #include <string.h>
 
 #define WP_BUF_FIRST (16 * 1024)
+/* Freed first-size buffers kept for the next one, at most (per thread:
+ * the engine runs on its loop thread). Without it every read or write
+ * turn costs a 16 KiB malloc and free (the buffers are freed when they
+ * drain, so that an idle connection holds none). */
+#define WP_BUF_CACHE 16
+
+static _Thread_local struct {
+    char *p[WP_BUF_CACHE];
+    unsigned n;
+} cache;
+
+void wp__buf_cache_trim(void)
+{
+    while (cache.n > 0)
+        veil_free(cache.p[--cache.n]);
+}
 
 /* Makes room for `want` more bytes (total at most max): 0, -ENOBUFS or
  * -ENOMEM. Moves the data to the front first when that is enough. */
@@ -27,6 +43,11 @@ int wp__buf_room(struct wp_buf *b, size_t want, size_t max)
             return 0;
     }
     size_t cap = b->cap ? b->cap : WP_BUF_FIRST;
+    if (b->p == NULL && len + want <= cap && cache.n > 0) {
+        b->p = cache.p[--cache.n];
+        b->cap = WP_BUF_FIRST;
+        return 0;
+    }
     while (cap < len + want)
         cap *= 2;
     if (cap > max)
@@ -71,7 +92,10 @@ void wp__buf_used(struct wp_buf *b, size_t n)
 
 void wp__buf_free(struct wp_buf *b)
 {
-    veil_free(b->p);
+    if (b->p != NULL && b->cap == WP_BUF_FIRST && cache.n < WP_BUF_CACHE)
+        cache.p[cache.n++] = b->p;
+    else
+        veil_free(b->p);
     b->p = NULL;
     b->off = b->len = b->cap = 0;
 }

@@ -1,18 +1,20 @@
 /*
  * The waypoint's request telemetry (docs/waypoint.md, "Telemetry"): Istio's
  * request metrics with Istio's labels, a JSON access-log line per request
- * (stderr), and W3C traceparent.
+ * (stderr by default, written in batches), and W3C traceparent.
  */
 #include "waypoint/wp-int.h"
 
+#include "core/alloc.h"
+#include "core/container.h"
 #include "core/file.h"
+#include "core/jsonw.h"
 #include "core/loop.h"
 #include "core/metrics.h"
 #include "http/h1.h"
 
 #include <errno.h>
 #include <arpa/inet.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -128,41 +130,121 @@ void wp__traceparent(struct veil_wp *wp, const char *in, size_t n, char out[56])
     snprintf(out, 56, "00-%s-%s-01", trace, span);
 }
 
-static void access_log(const struct wp_conn *c, const struct wp_record *rec)
+void wp__alog_flush(struct veil_wp *wp)
 {
-    char ts[80];
+    veil_timer_stop(&wp->alog_timer);
+    if (wp->alog != NULL && wp->alog_len > 0 && wp->alog_fd >= 0)
+        (void)veil_write_all(wp->alog_fd, wp->alog, wp->alog_len);
+    veil_free(wp->alog);
+    wp->alog = NULL;
+    wp->alog_len = 0;
+}
+
+static void alog_timer_cb(struct veil_timer *t)
+{
+    wp__alog_flush(VEIL_CONTAINER_OF(t, struct veil_wp, alog_timer));
+}
+
+static void kv_str(struct veil_jw *w, const char *key, const char *v, size_t n)
+{
+    veil_jw_raw(w, key, strlen(key));
+    veil_jw_str(w, v, n);
+}
+
+/* A NUL-terminated value; NULL reads "". */
+static void kv_cstr(struct veil_jw *w, const char *key, const char *v)
+{
+    kv_str(w, key, v != NULL ? v : "", v != NULL ? strlen(v) : 0);
+}
+
+static void kv_num(struct veil_jw *w, const char *key, uint64_t v)
+{
+    veil_jw_raw(w, key, strlen(key));
+    veil_jw_u64(w, v);
+}
+
+/* The line (Envoy's default JSON access-log fields, as Istio names them),
+ * with its newline. */
+static void alog_line(struct veil_jw *w, const struct wp_conn *c, const struct wp_record *rec,
+                      const char *ts, const char *up)
+{
+    const char *flags = rec->flags != NULL ? rec->flags : "-";
+    const char *sp = or_unknown(c->src_principal), *ds = or_unknown(c->svc_name);
+    kv_cstr(w, "{\"start_time\":", ts);
+    VEIL_JW_LIT(w, ",\"reporter\":\"waypoint\"");
+    kv_str(w, ",\"method\":", rec->method, rec->method_len);
+    kv_str(w, ",\"path\":", rec->path, rec->path_len);
+    kv_str(w, ",\"authority\":", rec->authority, rec->authority_len);
+    kv_cstr(w, ",\"protocol\":", rec->http_version);
+    kv_num(w, ",\"response_code\":", rec->status);
+    kv_cstr(w, ",\"response_flags\":", flags);
+    kv_num(w, ",\"bytes_received\":", rec->req_bytes);
+    kv_num(w, ",\"bytes_sent\":", rec->resp_bytes);
+    kv_num(w, ",\"duration\":", rec->dur_ms);
+    kv_cstr(w, ",\"upstream_host\":", up);
+    kv_cstr(w, ",\"source_principal\":", sp);
+    kv_cstr(w, ",\"destination_service\":", ds);
+    kv_cstr(w, ",\"backend\":", rec->backend);
+    kv_cstr(w, ",\"traceparent\":", rec->traceparent);
+    if (rec->grpc) {
+        const char *g = rec->grpc_status != NULL ? rec->grpc_status : "-";
+        kv_cstr(w, ",\"grpc_status\":", g);
+    } else {
+        if (rec->retried)
+            VEIL_JW_LIT(w, ",\"attempts\":\"retried\"");
+        else
+            VEIL_JW_LIT(w, ",\"attempts\":\"once\"");
+    }
+    VEIL_JW_LIT(w, "}\n");
+}
+
+/* One JSON line per request, added to the lines that wait; written when
+ * they would overflow WP_ALOG_BYTES or WP_ALOG_FLUSH_MS after the first. */
+static void access_log(struct wp_conn *c, const struct wp_record *rec)
+{
+    struct veil_wp *wp = c->wp;
+    if (wp->alog_fd < 0)
+        return;
+    char ts[40];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     struct tm tm;
     gmtime_r(&now.tv_sec, &tm);
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+    size_t k = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + k, sizeof(ts) - k, ".%03ldZ", now.tv_nsec / 1000000);
     char up[40] = "-";
-    if (rec->ep_port != 0)
-        snprintf(up, sizeof(up), "%s:%u", inet_ntoa(rec->ep_addr), rec->ep_port);
-    json_t *o = json_pack(
-        "{s:s, s:s, s:s#, s:s#, s:s#, s:s, s:i, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:s}",
-        "start_time", ts, "reporter", "waypoint", "method", rec->method, rec->method_len, "path",
-        rec->path, rec->path_len, "authority", rec->authority, rec->authority_len, "protocol",
-        rec->http_version, "response_code", (int)rec->status, "response_flags",
-        rec->flags != NULL ? rec->flags : "-", "bytes_received", (json_int_t)rec->req_bytes,
-        "bytes_sent", (json_int_t)rec->resp_bytes, "duration", (json_int_t)rec->dur_ms,
-        "upstream_host", up, "source_principal", or_unknown(c->src_principal),
-        "destination_service", or_unknown(c->svc_name), "backend", rec->backend, "traceparent",
-        rec->traceparent);
-    if (o != NULL && rec->grpc)
-        json_object_set_new(o, "grpc_status",
-                            json_string(rec->grpc_status != NULL ? rec->grpc_status : "-"));
-    else if (o != NULL)
-        json_object_set_new(o, "attempts", json_string(rec->retried ? "retried" : "once"));
-    char *line = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(o);
-    if (line == NULL)
+    if (rec->ep_port != 0) {
+        char a[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &rec->ep_addr, a, sizeof(a));
+        snprintf(up, sizeof(up), "%s:%u", a, rec->ep_port);
+    }
+    if (wp->alog == NULL && (wp->alog = veil_malloc(WP_ALOG_BYTES)) == NULL)
         return;
-    size_t n = strlen(line);
-    line[n] = '\n';
-    veil_write_all(STDERR_FILENO, line, n + 1);
-    free(line);
+    struct veil_jw w;
+    veil_jw_init(&w, wp->alog + wp->alog_len, WP_ALOG_BYTES - wp->alog_len);
+    alog_line(&w, c, rec, ts, up);
+    if (w.over && wp->alog_len > 0) { /* no room left: write what waits, then again */
+        (void)veil_write_all(wp->alog_fd, wp->alog, wp->alog_len);
+        wp->alog_len = 0;
+        veil_jw_init(&w, wp->alog, WP_ALOG_BYTES);
+        alog_line(&w, c, rec, ts, up);
+    }
+    if (w.over) { /* one line longer than the buffer (a huge path): on its own */
+        size_t max = 1024 + veil_jw_esc_max(rec->method_len + rec->path_len + rec->authority_len +
+                                            (rec->backend != NULL ? strlen(rec->backend) : 0));
+        char *big = veil_malloc(max);
+        if (big == NULL)
+            return;
+        veil_jw_init(&w, big, max);
+        alog_line(&w, c, rec, ts, up);
+        if (!w.over)
+            (void)veil_write_all(wp->alog_fd, big, w.pos);
+        veil_free(big);
+        return;
+    }
+    if (wp->alog_len == 0)
+        veil_timer_start(wp->env.loop, &wp->alog_timer, WP_ALOG_FLUSH_MS, 0, alog_timer_cb);
+    wp->alog_len += w.pos;
 }
 
 /* One request of either protocol: Istio's request metrics and the

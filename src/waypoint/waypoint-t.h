@@ -23,6 +23,7 @@ struct veil_wp_env {
     const char *identity;            /* its SPIFFE ID */
     struct veil_metrics *metrics;    /* the host's registry (istio_requests_total, ...) */
     uint16_t upstream_port;          /* HBONE port of the pods; 0: 15008 (tests change it) */
+    int access_log_fd;               /* JSON access-log lines; 0: stderr, -1: none */
 };
 
 #endif

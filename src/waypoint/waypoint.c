@@ -12,9 +12,11 @@
 #include "node/config.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* xorshift64*: request ids, trace ids, weighted picks; not for secrets. */
 uint64_t wp__rand(struct veil_wp *wp)
@@ -27,13 +29,30 @@ uint64_t wp__rand(struct veil_wp *wp)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+/* No connection for WP_IDLE_TRIM_MS: memory kept for the next burst goes
+ * back (the buffer cache, the access-log buffer, free heap pages; glibc
+ * keeps freed pages in the middle of its heap otherwise). */
+static void idle_timer_cb(struct veil_timer *t)
+{
+    struct veil_wp *wp = VEIL_CONTAINER_OF(t, struct veil_wp, idle_timer);
+    if (wp->nconns > 0)
+        return;
+    wp__alog_flush(wp);
+    wp__buf_cache_trim();
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 void wp__conn_unlink(struct wp_conn *c)
 {
     if (c->link.next == NULL)
         return;
     wp__link_del(&c->link);
     c->link.prev = c->link.next = NULL;
-    c->wp->nconns--;
+    struct veil_wp *wp = c->wp;
+    if (--wp->nconns == 0)
+        veil_timer_start(wp->env.loop, &wp->idle_timer, WP_IDLE_TRIM_MS, 0, idle_timer_cb);
 }
 
 struct veil_wp *veil_wp_new(const struct veil_wp_env *env)
@@ -46,6 +65,7 @@ struct veil_wp *veil_wp_new(const struct veil_wp_env *env)
     if (wp == NULL)
         return NULL;
     wp->env = *env;
+    wp->alog_fd = env->access_log_fd == 0 ? STDERR_FILENO : env->access_log_fd;
     wp__link_init(&wp->conns);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -71,6 +91,9 @@ void veil_wp_free(struct veil_wp *wp)
         struct wp_conn *c = VEIL_CONTAINER_OF(wp->conns.next, struct wp_conn, link);
         wp__conn_close(c, true);
     }
+    veil_timer_stop(&wp->idle_timer);
+    wp__alog_flush(wp);
+    wp__buf_cache_trim();
     veil_authz_free(wp->authz);
     wp__routes_free(wp);
     wp__backends_free(wp);
@@ -161,6 +184,7 @@ void veil_wp_set_client_tls(struct veil_wp *wp, struct veil_tls_ctx *tls)
 void veil_wp_drain(struct veil_wp *wp)
 {
     wp->draining = true;
+    wp__alog_flush(wp);
     struct wp_link *l = wp->conns.next;
     while (l != &wp->conns) {
         struct wp_conn *c = VEIL_CONTAINER_OF(l, struct wp_conn, link);

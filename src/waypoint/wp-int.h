@@ -32,6 +32,13 @@
 /* A request answered by the waypoint itself (403, 404, ...) keeps its
  * connection if its body left to read is at most this (it is dropped). */
 #define WP_DRAIN_MAX (64 * 1024)
+/* Access-log lines are written in batches: at most this many bytes wait,
+ * for at most WP_ALOG_FLUSH_MS (Envoy's file access log waits up to 1 s). */
+#define WP_ALOG_BYTES (16 * 1024)
+#define WP_ALOG_FLUSH_MS 1000
+/* With no connection left for this long, the engine gives memory back
+ * (its buffer cache, the access-log buffer, free heap pages). */
+#define WP_IDLE_TRIM_MS 2000
 /* Header fields per message we look at. */
 #define WP_HDRS_MAX VEIL_H1_HEAD_FIELDS_MAX
 
@@ -88,6 +95,11 @@ struct veil_wp {
     uint64_t next_id;
     uint64_t bad_requests, requests_total;
     bool draining;            /* veil_wp_drain(): every HTTP/1.1 answer closes its connection */
+    int alog_fd;              /* access log; -1: none */
+    char *alog;               /* lines not written yet (WP_ALOG_BYTES), or NULL */
+    size_t alog_len;
+    struct veil_timer alog_timer; /* writes them */
+    struct veil_timer idle_timer; /* wp__idle_trim() once no connection is left */
     struct veil_authz *authz; /* every AuthorizationPolicy; the waypoint-bound ones decide */
     struct veil_route_table *routes; /* HTTPRoute, GRPCRoute (route.h) */
     struct wp_backend *backends;     /* per backend service port: its balancer (stages.c) */
@@ -207,6 +219,9 @@ int wp__buf_printf(struct wp_buf *b, size_t max, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void wp__buf_used(struct wp_buf *b, size_t n);
 void wp__buf_free(struct wp_buf *b);
+/* Frees the buffers kept for reuse (the engine's idle timer, and when it
+ * is freed). */
+void wp__buf_cache_trim(void);
 static inline size_t wp__buf_len(const struct wp_buf *b)
 {
     return b->len - b->off;
@@ -293,5 +308,7 @@ int wp__metrics_setup(struct veil_wp *wp);
 void wp__request_done(struct wp_conn *c, struct wp_req *r);
 void wp__tcp_done(struct wp_conn *c);
 void wp__traceparent(struct veil_wp *wp, const char *in, size_t n, char out[56]);
+/* Writes the access-log lines that wait (and frees their buffer). */
+void wp__alog_flush(struct veil_wp *wp);
 
 #endif

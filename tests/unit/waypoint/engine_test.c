@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,7 @@ struct env {
     size_t sendlen, sent;
     bool want_close; /* wait for EOF instead of one response */
     size_t want_len; /* > 0: wait for this many bytes instead */
+    int alog[2];     /* the access log's pipe (setup_alog), else -1 */
 };
 
 static struct env *E;
@@ -487,6 +489,8 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
+static int alog_pipe[2] = {-1, -1}; /* for the next setup */
+
 static int setup(void **state)
 {
     struct env *e = calloc(1, sizeof(*e));
@@ -533,7 +537,11 @@ static int setup(void **state)
                               .ns = "default",
                               .name = "waypoint",
                               .identity = WP_ID,
-                              .upstream_port = e->pod_port};
+                              .upstream_port = e->pod_port,
+                              .access_log_fd = alog_pipe[1]};
+    e->alog[0] = alog_pipe[0];
+    e->alog[1] = alog_pipe[1];
+    alog_pipe[0] = alog_pipe[1] = -1;
     e->wp = veil_wp_new(&env);
     assert_non_null(e->wp);
     E = e;
@@ -581,8 +589,19 @@ static int teardown(void **state)
     }
     veil_ca_free(e->ca);
     nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    for (int i = 0; i < 2; i++)
+        if (e->alog[i] >= 0)
+            close(e->alog[i]);
     free(e);
     return 0;
+}
+
+/* The same with the access log going to a pipe the test reads. */
+static int setup_alog(void **state)
+{
+    if (pipe2(alog_pipe, O_NONBLOCK) != 0)
+        return -1;
+    return setup(state);
 }
 
 /* ---- tests ---- */
@@ -808,6 +827,62 @@ static void test_drain_closes_keepalive(void **state)
     assert_int_equal((int)e->resplen, 0);
 }
 
+static void stop_loop(struct veil_timer *t)
+{
+    veil_loop_stop(veil_timer_loop(t));
+}
+
+/* One JSON line per request with Envoy's field names, written in a batch
+ * (within WP_ALOG_FLUSH_MS, 1 s), not one write per request. */
+static void test_access_log(void **state)
+{
+    struct env *e = *state;
+    exchange(e, "GET /ok?q=1 HTTP/1.1\r\nHost: web\r\n\r\n");
+    assert_int_equal(status_of(e), 200);
+    exchange(e, "POST /echo HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello");
+    assert_int_equal(status_of(e), 200);
+    struct veil_timer t = {0};
+    veil_timer_start(e->loop, &t, 1300, 0, stop_loop);
+    veil_loop_run(e->loop);
+    char buf[8192];
+    ssize_t n = read(e->alog[0], buf, sizeof(buf) - 1);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    const char *line[2];
+    line[0] = buf;
+    char *nl = strchr(buf, '\n');
+    assert_non_null(nl);
+    line[1] = nl + 1;
+    nl = strchr(line[1], '\n');
+    assert_non_null(nl);
+    assert_int_equal(nl[1], '\0'); /* two lines, both whole */
+    static const char *const want[2][2] = {{"GET", "/ok?q=1"}, {"POST", "/echo"}};
+    for (int i = 0; i < 2; i++) {
+        json_error_t je;
+        json_t *j = json_loadb(line[i], (size_t)(strchr(line[i], '\n') - line[i]), 0, &je);
+        if (j == NULL)
+            fail_msg("line %d: %s: %.200s", i, je.text, line[i]);
+        assert_string_equal(json_string_value(json_object_get(j, "reporter")), "waypoint");
+        assert_string_equal(json_string_value(json_object_get(j, "method")), want[i][0]);
+        assert_string_equal(json_string_value(json_object_get(j, "path")), want[i][1]);
+        assert_string_equal(json_string_value(json_object_get(j, "authority")), "web");
+        assert_string_equal(json_string_value(json_object_get(j, "protocol")), "HTTP/1.1");
+        assert_int_equal(json_integer_value(json_object_get(j, "response_code")), 200);
+        assert_string_equal(json_string_value(json_object_get(j, "response_flags")), "-");
+        assert_string_equal(json_string_value(json_object_get(j, "attempts")), "once");
+        if (i == 1) /* head and body */
+            assert_true(json_integer_value(json_object_get(j, "bytes_received")) > 5);
+        assert_string_equal(json_string_value(json_object_get(j, "source_principal")), CLI_ID);
+        assert_string_equal(json_string_value(json_object_get(j, "destination_service")), "web");
+        assert_int_equal(strlen(json_string_value(json_object_get(j, "traceparent"))), 55);
+        const char *up = json_string_value(json_object_get(j, "upstream_host"));
+        assert_non_null(up);
+        assert_int_equal(strncmp(up, "127.0.0.", 8), 0);
+        assert_non_null(json_string_value(json_object_get(j, "start_time")));
+        json_decref(j);
+    }
+}
+
 static void test_unknown_vip(void **state)
 {
     struct env *e = *state;
@@ -837,6 +912,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_route_timeout_504, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_closes_keepalive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_access_log, setup_alog, teardown),
     };
     (void)test_unknown_vip;
     return cmocka_run_group_tests(tests, NULL, NULL);
