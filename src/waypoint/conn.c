@@ -274,7 +274,7 @@ void wp__req_free(struct wp_req *r)
         veil_route_release(&r->match);
     veil_free(r->path_override);
     veil_free(r->raw);
-    veil_free(r->replay);
+    wp__buf_free(&r->replay);
     veil_free(r);
 }
 

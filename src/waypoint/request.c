@@ -29,24 +29,10 @@ void wp__up_put(struct wp_conn *c, struct wp_req *r, const void *p, size_t n)
         wp__conn_close(c, true);
         return;
     }
-    if (!r->replayable)
-        return;
-    if (r->replay_len + n > WP_REPLAY_MAX) {
-        r->replayable = false;
-        veil_free(r->replay);
-        r->replay = NULL;
-        r->replay_len = 0;
-        return;
+    if (r->replayable && wp__buf_put(&r->replay, p, n, WP_REPLAY_MAX) != 0) {
+        r->replayable = false; /* too big to keep (or no memory): no retry */
+        wp__buf_free(&r->replay);
     }
-    if (r->replay == NULL) {
-        r->replay = veil_malloc(WP_REPLAY_MAX);
-        if (r->replay == NULL) {
-            r->replayable = false;
-            return;
-        }
-    }
-    memcpy(r->replay + r->replay_len, p, n);
-    r->replay_len += n;
 }
 
 void wp__up_printf(struct wp_conn *c, struct wp_req *r, const char *fmt, ...)
@@ -254,7 +240,8 @@ static void try_again(struct veil_timer *t)
         return;
     wp__up_start(c);
     if (!c->dead && c->req == r && r->rs != RS_DONE &&
-        wp__buf_put(&c->uout, r->replay, r->replay_len, WP_OUT_MAX + WP_IN_MAX) != 0)
+        wp__buf_put(&c->uout, wp__buf_data(&r->replay), wp__buf_len(&r->replay),
+                    WP_OUT_MAX + WP_IN_MAX) != 0)
         wp__conn_close(c, true);
     wp__conn_run(c);
 }

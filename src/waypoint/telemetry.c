@@ -247,13 +247,38 @@ static void access_log(struct wp_conn *c, const struct wp_record *rec)
     wp->alog_len += w.pos;
 }
 
-/* One request of either protocol: Istio's request metrics and the
- * access-log line. */
-void wp__record(struct wp_conn *c, const struct wp_record *rec)
+/* Appends s and a separator to the key; false if it does not fit. */
+static bool key_add(char *key, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n + 1 > WP_MKEY_MAX)
+        return false;
+    memcpy(key + *len, s, n);
+    key[*len + n] = '\x1f';
+    *len += n + 1;
+    return true;
+}
+
+/* The four request series of rec's labels: the connection's cached ones
+ * when the varying labels are those of its last request. */
+static void series_of(struct wp_conn *c, const struct wp_record *rec,
+                      struct veil_metrics_series *out[4])
 {
     struct veil_wp *wp = c->wp;
-    char code[8], svc[200];
+    char code[8], key[WP_MKEY_MAX];
     snprintf(code, sizeof(code), "%u", rec->status);
+    size_t len = 0;
+    bool keyed = key_add(key, &len, or_unknown(rec->dst_wl)) &&
+                 key_add(key, &len, or_unknown(rec->dst_ns)) &&
+                 key_add(key, &len, or_unknown(rec->dst_principal)) &&
+                 key_add(key, &len, rec->grpc ? "grpc" : "http") && key_add(key, &len, code) &&
+                 key_add(key, &len, rec->grpc_status != NULL ? rec->grpc_status : "-") &&
+                 key_add(key, &len, rec->flags != NULL ? rec->flags : "-");
+    if (keyed && len == c->mkey_len && memcmp(key, c->mkey, len) == 0) {
+        memcpy(out, c->ms, sizeof(c->ms));
+        return;
+    }
+    char svc[200];
     snprintf(svc, sizeof(svc), "%s.%s.svc.cluster.local", c->svc_name, c->svc_ns);
     const char *v[NREQ_LABELS] = {"waypoint",
                                   or_unknown(c->src_wl),
@@ -270,13 +295,30 @@ void wp__record(struct wp_conn *c, const struct wp_record *rec)
                                   rec->grpc_status != NULL ? rec->grpc_status : "-",
                                   rec->flags != NULL ? rec->flags : "-",
                                   "mutual_tls"};
+    out[0] = veil_metrics_series(wp->m.requests, v);
+    out[1] = veil_metrics_series(wp->m.duration, v);
+    out[2] = veil_metrics_series(wp->m.req_bytes, v);
+    out[3] = veil_metrics_series(wp->m.resp_bytes, v);
+    c->mkey_len = 0; /* series are never freed while the registry lives: keep them */
+    if (keyed && out[0] != NULL && out[1] != NULL && out[2] != NULL && out[3] != NULL) {
+        memcpy(c->mkey, key, len);
+        c->mkey_len = len;
+        memcpy(c->ms, out, sizeof(c->ms));
+    }
+}
+
+/* One request of either protocol: Istio's request metrics and the
+ * access-log line. */
+void wp__record(struct wp_conn *c, const struct wp_record *rec)
+{
+    struct veil_wp *wp = c->wp;
     if (wp->m.requests != NULL) {
-        veil_metrics_counter_add(veil_metrics_series(wp->m.requests, v), 1);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.duration, v), (double)rec->dur_ms);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.req_bytes, v),
-                                       (double)rec->req_bytes);
-        veil_metrics_histogram_observe(veil_metrics_series(wp->m.resp_bytes, v),
-                                       (double)rec->resp_bytes);
+        struct veil_metrics_series *s[4];
+        series_of(c, rec, s);
+        veil_metrics_counter_add(s[0], 1);
+        veil_metrics_histogram_observe(s[1], (double)rec->dur_ms);
+        veil_metrics_histogram_observe(s[2], (double)rec->req_bytes);
+        veil_metrics_histogram_observe(s[3], (double)rec->resp_bytes);
     }
     wp->requests_total++;
     access_log(c, rec);

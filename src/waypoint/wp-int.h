@@ -39,12 +39,16 @@
 /* With no connection left for this long, the engine gives memory back
  * (its buffer cache, the access-log buffer, free heap pages). */
 #define WP_IDLE_TRIM_MS 2000
+/* The labels of a request that vary within a connection, joined: longer
+ * ones are looked up every time. */
+#define WP_MKEY_MAX 768
 /* Header fields per message we look at. */
 #define WP_HDRS_MAX VEIL_H1_HEAD_FIELDS_MAX
 
 struct veil_l4_end;
 struct veil_hbone_h2s;
 struct veil_metrics_family;
+struct veil_metrics_series;
 struct veil_node_svc;
 struct veil_node_ep;
 struct veil_authz;
@@ -140,8 +144,7 @@ struct wp_req {
     const uint16_t *retry_codes; /* from the route */
     size_t nretry_codes;
     uint64_t timeout_ms, attempt_timeout_ms;
-    char *replay; /* head + body sent so far, while it fits */
-    size_t replay_len;
+    struct wp_buf replay; /* head + body sent so far, while it fits WP_REPLAY_MAX */
     bool replayable;
     /* the response */
     enum wp_rs rs;
@@ -196,6 +199,12 @@ struct wp_conn {
     unsigned in_run;                   /* conn__run nesting */
     struct veil_hbone_header dial_hdr; /* x-veil-source-principal */
     struct veil_wp_bal_set *bal_set;   /* the attempt in flight: its balancer and endpoint */
+    /* wp__record(): the request-metric series of the last request's
+     * labels, which the next request of the connection mostly shares (the
+     * source and service labels are the connection's own) */
+    char mkey[WP_MKEY_MAX];
+    size_t mkey_len;
+    struct veil_metrics_series *ms[4];
     struct veil_wp_bal_ep *bal_ep;
     /* h2.c (the HTTP/2 engineer's): the state of a WP_H2 connection;
      * wp__conn_close() must call wp__h2_free(c) (h2.h) while it is set. */

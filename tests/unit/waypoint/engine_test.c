@@ -35,6 +35,7 @@
 #include "core/alloc.h"
 #include "core/container.h"
 #include "core/loop.h"
+#include "core/metrics.h"
 #include "hbone/hbone.h"
 #include "http/h1.h"
 #include "l4/pump.h"
@@ -105,6 +106,7 @@ struct env {
     bool want_close; /* wait for EOF instead of one response */
     size_t want_len; /* > 0: wait for this many bytes instead */
     int alog[2];     /* the access log's pipe (setup_alog), else -1 */
+    struct veil_metrics *metrics; /* setup_metrics, else NULL */
 };
 
 static struct env *E;
@@ -490,6 +492,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 }
 
 static int alog_pipe[2] = {-1, -1}; /* for the next setup */
+static struct veil_metrics *next_metrics;
 
 static int setup(void **state)
 {
@@ -538,7 +541,10 @@ static int setup(void **state)
                               .name = "waypoint",
                               .identity = WP_ID,
                               .upstream_port = e->pod_port,
-                              .access_log_fd = alog_pipe[1]};
+                              .access_log_fd = alog_pipe[1],
+                              .metrics = next_metrics};
+    e->metrics = next_metrics;
+    next_metrics = NULL;
     e->alog[0] = alog_pipe[0];
     e->alog[1] = alog_pipe[1];
     alog_pipe[0] = alog_pipe[1] = -1;
@@ -592,6 +598,7 @@ static int teardown(void **state)
     for (int i = 0; i < 2; i++)
         if (e->alog[i] >= 0)
             close(e->alog[i]);
+    veil_metrics_free(e->metrics);
     free(e);
     return 0;
 }
@@ -827,6 +834,63 @@ static void test_drain_closes_keepalive(void **state)
     assert_int_equal((int)e->resplen, 0);
 }
 
+/* The same with a metrics registry. */
+static int setup_metrics(void **state)
+{
+    if ((next_metrics = veil_metrics_new()) == NULL)
+        return -1;
+    return setup(state);
+}
+
+/* The sum of the istio_requests_total lines with these labels in them
+ * (one series per destination pod). */
+static long requests_with(struct env *e, const char *labels)
+{
+    char *text;
+    size_t len;
+    assert_int_equal(veil_metrics_render(e->metrics, &text, &len), 0);
+    long n = 0;
+    for (char *l = strstr(text, "\nistio_requests_total{"); l != NULL;
+         l = strstr(l + 1, "\nistio_requests_total{")) {
+        char *end = strchr(l + 1, '\n');
+        if (end != NULL)
+            *end = '\0';
+        char *hit = strstr(l, labels);
+        char *sp = strrchr(l, ' ');
+        if (hit != NULL && sp != NULL)
+            n += atol(sp + 1);
+        if (end != NULL)
+            *end = '\n';
+    }
+    veil_free(text);
+    return n;
+}
+
+/* Istio's request metrics, with the labels of each request: the series are
+ * cached per connection, so a request with other labels on the same
+ * connection must not count in the last one's. */
+static void test_request_metrics(void **state)
+{
+    struct env *e = *state;
+    config_json(e, "AuthorizationPolicy", "no-post",
+                "{\"action\":\"DENY\",\"targetRefs\":[{\"group\":\"gateway.networking.k8s.io\","
+                "\"kind\":\"Gateway\",\"name\":\"waypoint\"}],"
+                "\"rules\":[{\"to\":[{\"operation\":{\"methods\":[\"POST\"]}}]}]}");
+    static const char *const reqs[] = {
+        "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n",
+        "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\n\r\nhi",
+        "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\n\r\nhi",
+    };
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++)
+        exchange(e, reqs[i]);
+    assert_int_equal(requests_with(e, "response_code=\"200\""), 3);
+    assert_int_equal(requests_with(e, "response_code=\"403\""), 2);
+    assert_int_equal(requests_with(e, "source_principal=\"" CLI_ID "\""), 5);
+    assert_int_equal(requests_with(e, "destination_service=\"web.default.svc.cluster.local\""), 5);
+}
+
 static void stop_loop(struct veil_timer *t)
 {
     veil_loop_stop(veil_timer_loop(t));
@@ -913,6 +977,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_route_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_closes_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_log, setup_alog, teardown),
+        cmocka_unit_test_setup_teardown(test_request_metrics, setup_metrics, teardown),
     };
     (void)test_unknown_vip;
     return cmocka_run_group_tests(tests, NULL, NULL);
