@@ -91,8 +91,12 @@ static const char *or_unknown(const char *s)
 static void hex(struct veil_wp *wp, char *out, size_t nbytes)
 {
     static const char digits[] = "0123456789abcdef";
+    uint64_t bits = 0;
     for (size_t i = 0; i < nbytes; i++) {
-        unsigned v = (unsigned)(wp__rand(wp) & 0xff);
+        if (i % 8 == 0)
+            bits = wp__rand(wp);
+        unsigned v = (unsigned)(bits & 0xff);
+        bits >>= 8;
         out[2 * i] = digits[v >> 4];
         out[2 * i + 1] = digits[v & 15];
     }
@@ -208,10 +212,14 @@ static void access_log(struct wp_conn *c, const struct wp_record *rec)
     char ts[40];
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    struct tm tm;
-    gmtime_r(&now.tv_sec, &tm);
-    size_t k = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + k, sizeof(ts) - k, ".%03ldZ", now.tv_nsec / 1000000);
+    if (now.tv_sec != wp->alog_sec) { /* the date and time change once a second */
+        struct tm tm;
+        gmtime_r(&now.tv_sec, &tm);
+        strftime(wp->alog_ts, sizeof(wp->alog_ts), "%Y-%m-%dT%H:%M:%S", &tm);
+        wp->alog_sec = now.tv_sec;
+    }
+    unsigned ms = (unsigned)(now.tv_nsec / 1000000);
+    snprintf(ts, sizeof(ts), "%s.%03uZ", wp->alog_ts, ms);
     char up[40] = "-";
     if (rec->ep_port != 0) {
         char a[INET_ADDRSTRLEN];

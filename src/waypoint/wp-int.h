@@ -34,7 +34,7 @@
 #define WP_DRAIN_MAX (64 * 1024)
 /* Access-log lines are written in batches: at most this many bytes wait,
  * for at most WP_ALOG_FLUSH_MS (Envoy's file access log waits up to 1 s). */
-#define WP_ALOG_BYTES (16 * 1024)
+#define WP_ALOG_BYTES    (16 * 1024)
 #define WP_ALOG_FLUSH_MS 1000
 /* With no connection left for this long, the engine gives memory back
  * (its buffer cache, the access-log buffer, free heap pages). */
@@ -98,13 +98,15 @@ struct veil_wp {
     uint64_t rng;
     uint64_t next_id;
     uint64_t bad_requests, requests_total;
-    bool draining;            /* veil_wp_drain(): every HTTP/1.1 answer closes its connection */
-    int alog_fd;              /* access log; -1: none */
-    char *alog;               /* lines not written yet (WP_ALOG_BYTES), or NULL */
+    bool draining; /* veil_wp_drain(): every HTTP/1.1 answer closes its connection */
+    int alog_fd;   /* access log; -1: none */
+    char *alog;    /* lines not written yet (WP_ALOG_BYTES), or NULL */
     size_t alog_len;
-    struct veil_timer alog_timer; /* writes them */
-    struct veil_timer idle_timer; /* wp__idle_trim() once no connection is left */
-    struct veil_authz *authz; /* every AuthorizationPolicy; the waypoint-bound ones decide */
+    long long alog_sec;              /* the second alog_ts shows */
+    char alog_ts[24];                /* "YYYY-MM-DDTHH:MM:SS" */
+    struct veil_timer alog_timer;    /* writes them */
+    struct veil_timer idle_timer;    /* wp__idle_trim() once no connection is left */
+    struct veil_authz *authz;        /* every AuthorizationPolicy; the waypoint-bound ones decide */
     struct veil_route_table *routes; /* HTTPRoute, GRPCRoute (route.h) */
     struct wp_backend *backends;     /* per backend service port: its balancer (stages.c) */
 };

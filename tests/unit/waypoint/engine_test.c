@@ -103,9 +103,9 @@ struct env {
     bool ceof, cdone;
     const char *send;
     size_t sendlen, sent;
-    bool want_close; /* wait for EOF instead of one response */
-    size_t want_len; /* > 0: wait for this many bytes instead */
-    int alog[2];     /* the access log's pipe (setup_alog), else -1 */
+    bool want_close;              /* wait for EOF instead of one response */
+    size_t want_len;              /* > 0: wait for this many bytes instead */
+    int alog[2];                  /* the access log's pipe (setup_alog), else -1 */
     struct veil_metrics *metrics; /* setup_metrics, else NULL */
 };
 
