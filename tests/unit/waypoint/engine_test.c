@@ -707,13 +707,19 @@ static void config_json(struct env *e, const char *kind, const char *name, const
         fail_msg("config %s: %s", kind, err);
 }
 
-static void test_l7_deny_post(void **state)
+/* An L7 DENY of POST bound to the waypoint (its Gateway). */
+static void deny_post(struct env *e)
 {
-    struct env *e = *state;
     config_json(e, "AuthorizationPolicy", "no-post",
                 "{\"action\":\"DENY\",\"targetRefs\":[{\"group\":\"gateway.networking.k8s.io\","
                 "\"kind\":\"Gateway\",\"name\":\"waypoint\"}],"
                 "\"rules\":[{\"to\":[{\"operation\":{\"methods\":[\"POST\"]}}]}]}");
+}
+
+static void test_l7_deny_post(void **state)
+{
+    struct env *e = *state;
+    deny_post(e);
     exchange(e, "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n");
     assert_int_equal(status_of(e), 200);
     exchange(e, "POST /echo HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\n\r\nhi");
@@ -872,10 +878,7 @@ static long requests_with(struct env *e, const char *labels)
 static void test_request_metrics(void **state)
 {
     struct env *e = *state;
-    config_json(e, "AuthorizationPolicy", "no-post",
-                "{\"action\":\"DENY\",\"targetRefs\":[{\"group\":\"gateway.networking.k8s.io\","
-                "\"kind\":\"Gateway\",\"name\":\"waypoint\"}],"
-                "\"rules\":[{\"to\":[{\"operation\":{\"methods\":[\"POST\"]}}]}]}");
+    deny_post(e);
     static const char *const reqs[] = {
         "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n",
         "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n",
