@@ -144,6 +144,14 @@ const char *wp__h2_hdrs_get(const struct wp_h2_hdrs *b, const char *name, size_t
 nghttp2_nv *wp__h2_hdrs_nv(const struct wp_h2_hdrs *b, size_t extra, bool request, size_t *n);
 /* request: traceparent is left out too (the waypoint sets its own). */
 
+/* nghttp2's data source over one direction of a stream: copies up to len
+ * bytes of body into buf (*copied: how many), then, once body is empty and
+ * eof set, ends the DATA with EOF, and with `trailers` (NULL: none) as a
+ * trailer block. Returns what the read callback returns. */
+ssize_t wp__h2_body_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         struct wp_buf *body, bool eof, const struct wp_h2_hdrs *trailers,
+                         size_t *copied);
+
 /* Moves frames from ng to `out` (up to WP_H2_OUT_HIGH) and `out` to e.
  * 0, or -errno (the end failed, bad session state). */
 int wp__h2_send(nghttp2_session *ng, struct veil_l4_end *e, struct wp_buf *out);

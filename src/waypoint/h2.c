@@ -250,30 +250,26 @@ static void ds_reset(struct wp_h2s *s, uint32_t code)
     wp__h2_kick(s->h);
 }
 
-static ssize_t ds_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
-                            uint32_t *flags, nghttp2_data_source *src, void *user)
+ssize_t wp__h2_body_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                         struct wp_buf *body, bool eof, const struct wp_h2_hdrs *trailers,
+                         size_t *copied)
 {
-    (void)src, (void)user;
-    struct wp_h2s *s = nghttp2_session_get_stream_user_data(ng, id);
-    if (s == NULL)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = wp__buf_len(&s->pbody);
+    size_t n = wp__buf_len(body);
     if (n > len)
         n = len;
     if (n > 0) {
-        memcpy(buf, wp__buf_data(&s->pbody), n);
-        wp__buf_used(&s->pbody, n);
-        s->p_bytes += n;
-        wp__h2up_consumed(s, n);
+        memcpy(buf, wp__buf_data(body), n);
+        wp__buf_used(body, n);
     }
-    if (wp__buf_len(&s->pbody) > 0)
+    *copied = n;
+    if (wp__buf_len(body) > 0)
         return (ssize_t)n;
-    if (!s->p_eof)
+    if (!eof)
         return n > 0 ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
     *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (s->p_trailers) {
+    if (trailers != NULL) {
         size_t k;
-        nghttp2_nv *nv = wp__h2_hdrs_nv(&s->ph, 0, false, &k);
+        nghttp2_nv *nv = wp__h2_hdrs_nv(trailers, 0, false, &k);
         if (nv == NULL || nghttp2_submit_trailer(ng, id, nv, k) != 0) {
             veil_free(nv);
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -282,6 +278,24 @@ static ssize_t ds_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     }
     return (ssize_t)n;
+}
+
+/* The response body to the client. */
+static ssize_t ds_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
+                            uint32_t *flags, nghttp2_data_source *src, void *user)
+{
+    (void)src, (void)user;
+    struct wp_h2s *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (s == NULL)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n;
+    ssize_t rv = wp__h2_body_read(ng, id, buf, len, flags, &s->pbody, s->p_eof,
+                                  s->p_trailers ? &s->ph : NULL, &n);
+    if (n > 0) {
+        s->p_bytes += n;
+        wp__h2up_consumed(s, n);
+    }
+    return rv;
 }
 
 static const char *grpc_name(int code)
@@ -393,38 +407,13 @@ static size_t plain_fields(const struct wp_h2_hdrs *b, struct veil_authz_header 
 
 static bool authorized(struct wp_h2s *s, const struct veil_authz_header *ah, size_t nh)
 {
-    struct wp_conn *c = s->h->c;
-    struct veil_wp *wp = c->wp;
-    if (wp->authz == NULL)
-        return true;
     size_t ml, pl, al;
     const char *m = wp__h2_hdrs_get(&s->qh, ":method", &ml);
     const char *p = wp__h2_hdrs_get(&s->qh, ":path", &pl);
     const char *a = wp__h2_hdrs_get(&s->qh, ":authority", &al);
-    struct veil_authz_l7_req q = {
-        .wp_ns = wp->env.ns,
-        .wp_name = wp->env.name,
-        .svc_ns = c->svc_ns,
-        .svc_name = c->svc_name,
-        .src_principal = c->src_principal[0] ? c->src_principal : NULL,
-        .src_ip = {.family = AF_INET, .u.v4 = c->src_addr},
-        .dst_ip = {.family = AF_INET, .u.v4 = c->vip.sin_addr},
-        .dst_port = c->port,
-        .http = true,
-        .method = {m, ml},
-        .path = {p, pl},
-        .host = {a, al},
-        .headers = ah,
-        .nheaders = nh,
-    };
-    struct veil_authz_decision d;
-    if (veil_authz_decide_l7(wp->authz, &q, &d) != VEIL_AUTHZ_DENY)
-        return true;
-    VEIL_INFO(LOG, "conn %llu: stream %d: %s %s to %s/%s from %s denied by policy %s",
-              (unsigned long long)c->id, (int)s->ds_id, s->method, s->path, c->svc_ns, c->svc_name,
-              c->src_principal[0] ? c->src_principal : "(no identity)",
-              d.policy[0] ? d.policy : "(no ALLOW matched)");
-    return false;
+    return !wp__authz_denied(s->h->c, s->ds_id, (struct veil_authz_str){m, ml},
+                             (struct veil_authz_str){p, pl}, (struct veil_authz_str){a, al}, ah,
+                             nh);
 }
 
 /* The backend service and port of s: 0, or -1 after answering. */

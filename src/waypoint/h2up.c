@@ -56,32 +56,15 @@ static ssize_t up_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     struct wp_h2s *s = nghttp2_session_get_stream_user_data(ng, id);
     if (s == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = wp__buf_len(&s->qbody);
-    if (n > len)
-        n = len;
+    size_t n;
+    ssize_t rv = wp__h2_body_read(ng, id, buf, len, flags, &s->qbody, s->q_eof,
+                                  s->q_trailers ? &s->qt : NULL, &n);
     if (n > 0) {
-        memcpy(buf, wp__buf_data(&s->qbody), n);
-        wp__buf_used(&s->qbody, n);
         s->q_bytes += n;
         nghttp2_session_consume_stream(s->h->ng, s->ds_id, n);
         wp__h2_kick(s->h);
     }
-    if (wp__buf_len(&s->qbody) > 0)
-        return (ssize_t)n;
-    if (!s->q_eof)
-        return n > 0 ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (s->q_trailers) {
-        size_t k;
-        nghttp2_nv *nv = wp__h2_hdrs_nv(&s->qt, 0, false, &k);
-        if (nv == NULL || nghttp2_submit_trailer(ng, id, nv, k) != 0) {
-            veil_free(nv);
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        }
-        veil_free(nv);
-        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-    }
-    return (ssize_t)n;
+    return rv;
 }
 
 static void submit(struct wp_h2up *up, struct wp_h2s *s)

@@ -20,6 +20,43 @@
 #include <stdio.h>
 #include <string.h>
 
+bool wp__authz_denied(struct wp_conn *c, int32_t stream, struct veil_authz_str method,
+                      struct veil_authz_str path, struct veil_authz_str host,
+                      const struct veil_authz_header *hdrs, size_t nh)
+{
+    struct veil_wp *wp = c->wp;
+    if (wp->authz == NULL)
+        return false;
+    struct veil_authz_l7_req q = {
+        .wp_ns = wp->env.ns,
+        .wp_name = wp->env.name,
+        .svc_ns = c->svc_ns,
+        .svc_name = c->svc_name,
+        .src_principal = c->src_principal[0] ? c->src_principal : NULL,
+        .src_ip = {.family = AF_INET, .u.v4 = c->src_addr},
+        .dst_ip = {.family = AF_INET, .u.v4 = c->vip.sin_addr},
+        .dst_port = c->port,
+        .http = true,
+        .method = method,
+        .path = path,
+        .host = host,
+        .headers = hdrs,
+        .nheaders = nh,
+    };
+    struct veil_authz_decision d;
+    if (veil_authz_decide_l7(wp->authz, &q, &d) != VEIL_AUTHZ_DENY)
+        return false;
+    char st[24] = "";
+    if (stream > 0)
+        snprintf(st, sizeof(st), "stream %d: ", (int)stream);
+    VEIL_INFO(LOG, "conn %llu: %s%.*s %.*s to %s/%s from %s denied by policy %s",
+              (unsigned long long)c->id, st, (int)method.len, method.ptr != NULL ? method.ptr : "",
+              (int)path.len, path.ptr != NULL ? path.ptr : "", c->svc_ns, c->svc_name,
+              c->src_principal[0] ? c->src_principal : "(no identity)",
+              d.policy[0] ? d.policy : "(no ALLOW matched)");
+    return true;
+}
+
 /* L7 AuthorizationPolicy (docs/policy.md, "At the waypoint"): a denied
  * request gets 403 and a short body, as Istio's waypoint answers. */
 int wp__stage_authz(struct wp_conn *c, struct wp_req *r)
@@ -35,30 +72,12 @@ int wp__stage_authz(struct wp_conn *c, struct wp_req *r)
         hdrs[i].value =
             (struct veil_authz_str){b + h->headers[i].value.off, h->headers[i].value.len};
     }
-    struct veil_authz_l7_req q = {
-        .wp_ns = wp->env.ns,
-        .wp_name = wp->env.name,
-        .svc_ns = c->svc_ns,
-        .svc_name = c->svc_name,
-        .src_principal = c->src_principal[0] ? c->src_principal : NULL,
-        .src_ip = {.family = AF_INET, .u.v4 = c->src_addr},
-        .dst_ip = {.family = AF_INET, .u.v4 = c->vip.sin_addr},
-        .dst_port = c->port,
-        .http = true,
-        .method = {b + h->method_span.off, h->method_span.len},
-        .path = {b + h->target.off, h->target.len},
-        .host = {(h->flags & VEIL_H1_F_HOST) ? b + h->host.off : NULL, h->host.len},
-        .headers = hdrs,
-        .nheaders = h->nheaders,
-    };
-    struct veil_authz_decision d;
-    if (veil_authz_decide_l7(wp->authz, &q, &d) != VEIL_AUTHZ_DENY)
+    struct veil_authz_str host = {(h->flags & VEIL_H1_F_HOST) ? b + h->host.off : NULL,
+                                  h->host.len};
+    if (!wp__authz_denied(c, 0, (struct veil_authz_str){b + h->method_span.off, h->method_span.len},
+                          (struct veil_authz_str){b + h->target.off, h->target.len}, host, hdrs,
+                          h->nheaders))
         return 0;
-    VEIL_INFO(LOG, "conn %llu: %.*s %.*s to %s/%s from %s denied by policy %s",
-              (unsigned long long)c->id, (int)h->method_span.len, b + h->method_span.off,
-              (int)h->target.len, b + h->target.off, c->svc_ns, c->svc_name,
-              c->src_principal[0] ? c->src_principal : "(no identity)",
-              d.policy[0] ? d.policy : "(no ALLOW matched)");
     wp__reply(c, 403, "RBAC: access denied\n", "RBAC", false);
     return -1;
 }

@@ -5,6 +5,7 @@
 #include "core/loop-t.h"
 #include "hbone/hbone-t.h"
 #include "http/h1-t.h"
+#include "node/authz-t.h"
 #include "waypoint/route-t.h"
 #include "waypoint/waypoint-t.h"
 
@@ -269,6 +270,11 @@ void wp__up_close(struct wp_conn *c, bool abort);
 /* stages.c */
 struct veil_hbone_dial;
 int wp__stage_authz(struct wp_conn *c, struct wp_req *r);
+/* L7 AuthorizationPolicy for one request of c, of either protocol (stream:
+ * its HTTP/2 stream id, 0 for HTTP/1.1): true, and logged, if denied. */
+bool wp__authz_denied(struct wp_conn *c, int32_t stream, struct veil_authz_str method,
+                      struct veil_authz_str path, struct veil_authz_str host,
+                      const struct veil_authz_header *hdrs, size_t nh);
 int wp__stage_route(struct wp_conn *c, struct wp_req *r);
 /* Where an attempt goes (strings owned by the balancer; valid while the
  * attempt runs). */
