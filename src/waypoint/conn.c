@@ -404,6 +404,17 @@ static bool h1_finish(struct wp_conn *c, struct wp_req *r)
     return true;
 }
 
+/* The request is complete: a copy to each mirror that hit, if it was kept
+ * whole (WP_REPLAY_MAX) and went upstream. */
+static void mirror(struct wp_conn *c, struct wp_req *r)
+{
+    bool whole = r->replayable && !r->discard && !r->upgrade && wp__buf_len(&r->replay) > 0;
+    for (unsigned i = 0; i < r->nmirrors; i++)
+        wp__mirror(c, r->mirrors[i], whole ? wp__buf_data(&r->replay) : NULL,
+                   wp__buf_len(&r->replay));
+    r->nmirrors = 0;
+}
+
 static bool h1_process(struct wp_conn *c)
 {
     bool moved = false;
@@ -418,6 +429,8 @@ static bool h1_process(struct wp_conn *c)
     moved |= h1_req_body(c, r);
     if (c->dead || c->req != r)
         return moved;
+    if (r->nmirrors > 0 && r->rq == RQ_DONE)
+        mirror(c, r);
     moved |= wp__resp_process(c, r);
     if (c->dead || c->req != r || c->mode != WP_H1)
         return moved;

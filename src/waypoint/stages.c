@@ -138,6 +138,14 @@ static int rewrite(struct wp_conn *c, struct wp_req *r, const struct veil_route_
     return 0;
 }
 
+/* The RequestMirror filters of f that this request hits (their fraction). */
+static void mirrors_hit(struct veil_wp *wp, struct wp_req *r, const struct veil_route_filters *f)
+{
+    for (size_t i = 0; i < f->nmirrors && r->nmirrors < WP_REQ_MIRRORS; i++)
+        if (veil_route_mirror_hit(&f->mirrors[i], wp__rand(wp)))
+            r->mirrors[r->nmirrors++] = &f->mirrors[i];
+}
+
 /* The route (docs/routes.md): the backend service and port, the filters,
  * timeouts and retries of the matching rule; no route attached: the
  * service itself. 0, or -1 when the request was answered here. */
@@ -187,6 +195,9 @@ int wp__stage_route(struct wp_conn *c, struct wp_req *r)
     if (rewrite(c, r, &rule->filters) != 0 ||
         (be->filters != NULL && rewrite(c, r, be->filters) != 0))
         return -1;
+    mirrors_hit(wp, r, &rule->filters);
+    if (be->filters != NULL)
+        mirrors_hit(wp, r, be->filters);
     return 0;
 }
 
@@ -203,6 +214,14 @@ int wp__headers_filtered(const struct wp_req *r, bool response, const struct vei
     }
     const struct veil_route_filters *f[2] = {&r->match.rule->filters, r->be_filters};
     struct veil_route_hdr tmp[WP_HDRS_MAX + 32];
+    return wp__header_mods(f, response, in, nin, out, tmp,
+                           cap < sizeof(tmp) / sizeof(tmp[0]) ? cap : sizeof(tmp) / sizeof(tmp[0]));
+}
+
+int wp__header_mods(const struct veil_route_filters *const f[2], bool response,
+                    const struct veil_route_hdr *in, size_t nin, struct veil_route_hdr *out,
+                    struct veil_route_hdr *tmp, size_t cap)
+{
     const struct veil_route_hdr *cur = in;
     int n = (int)nin;
     for (int i = 0; i < 2; i++) {
@@ -211,8 +230,7 @@ int wp__headers_filtered(const struct wp_req *r, bool response, const struct vei
         const struct veil_route_header_mod *mod =
             response ? &f[i]->response_headers : &f[i]->request_headers;
         struct veil_route_hdr *dst = cur == out ? tmp : out;
-        size_t dcap = dst == tmp ? sizeof(tmp) / sizeof(tmp[0]) : cap;
-        n = veil_route_headers_apply(mod, cur, (size_t)n, dst, dcap);
+        n = veil_route_headers_apply(mod, cur, (size_t)n, dst, cap);
         if (n < 0)
             return n;
         cur = dst;
@@ -306,6 +324,22 @@ int wp__ep_pick(struct wp_conn *c, struct veil_node_svc *svc, uint16_t port, str
     veil_wp_bal_start(b->set, ep);
     c->bal_set = b->set;
     c->bal_ep = ep;
+    t->addr = ep->addr;
+    t->port = ep->port;
+    t->identity = ep->identity;
+    t->workload = ep->workload;
+    return 0;
+}
+
+int wp__ep_peek(struct veil_wp *wp, struct veil_node_svc *svc, uint16_t port, struct wp_target *t)
+{
+    struct wp_backend *b = backend_get(wp, svc, port);
+    if (b == NULL)
+        return -ENOMEM;
+    struct veil_wp_bal_ep *ep =
+        veil_wp_bal_pick(b->set, veil_loop_now(wp->env.loop), wp__rand(wp), wp__rand(wp), NULL);
+    if (ep == NULL)
+        return -ENOENT;
     t->addr = ep->addr;
     t->port = ep->port;
     t->identity = ep->identity;

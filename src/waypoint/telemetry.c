@@ -77,8 +77,14 @@ int wp__metrics_setup(struct veil_wp *wp)
                                          "TCP connections opened", NTCP_LABELS, tcp_labels);
     m->tcp_closed = veil_metrics_counter(reg, "istio_tcp_connections_closed_total",
                                          "TCP connections closed", NTCP_LABELS, tcp_labels);
+    static const char *const mirror_labels[] = {"result"};
+    m->mirrors = veil_metrics_counter(reg, "veil_waypoint_mirrors_total",
+                                      "RequestMirror copies: ok (sent, answered), error (dial, "
+                                      "reset, timeout), dropped (not sent)",
+                                      1, mirror_labels);
     if (m->requests == NULL || m->duration == NULL || m->req_bytes == NULL ||
-        m->resp_bytes == NULL || m->tcp_opened == NULL || m->tcp_closed == NULL)
+        m->resp_bytes == NULL || m->tcp_opened == NULL || m->tcp_closed == NULL ||
+        m->mirrors == NULL)
         return -errno;
     return 0;
 }

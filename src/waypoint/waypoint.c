@@ -67,6 +67,7 @@ struct veil_wp *veil_wp_new(const struct veil_wp_env *env)
     wp->env = *env;
     wp->alog_fd = env->access_log_fd == 0 ? STDERR_FILENO : env->access_log_fd;
     wp__link_init(&wp->conns);
+    wp__link_init(&wp->mirrors);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     wp->rng = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)wp;
@@ -91,6 +92,7 @@ void veil_wp_free(struct veil_wp *wp)
         struct wp_conn *c = VEIL_CONTAINER_OF(wp->conns.next, struct wp_conn, link);
         wp__conn_close(c, true);
     }
+    wp__mirrors_free(wp);
     veil_timer_stop(&wp->idle_timer);
     wp__alog_flush(wp);
     wp__buf_cache_trim();

@@ -43,6 +43,12 @@
 /* The labels of a request that vary within a connection, joined: longer
  * ones are looked up every time. */
 #define WP_MKEY_MAX 768
+/* RequestMirror: copies in flight per engine, at most; the longest a copy
+ * lives (dial, send, the answer read and dropped). */
+#define WP_MIRRORS_MAX 64
+#define WP_MIRROR_MS   10000
+/* RequestMirror filters acted on per request (rule and backendRef), at most. */
+#define WP_REQ_MIRRORS 4
 /* Header fields per message we look at. */
 #define WP_HDRS_MAX VEIL_H1_HEAD_FIELDS_MAX
 
@@ -89,6 +95,7 @@ static inline void wp__link_del(struct wp_link *l)
 struct wp_metrics {
     struct veil_metrics_family *requests, *duration, *req_bytes, *resp_bytes;
     struct veil_metrics_family *tcp_opened, *tcp_closed;
+    struct veil_metrics_family *mirrors; /* veil_waypoint_mirrors_total{result} */
 };
 
 struct veil_wp {
@@ -110,6 +117,8 @@ struct veil_wp {
     struct veil_authz *authz;        /* every AuthorizationPolicy; the waypoint-bound ones decide */
     struct veil_route_table *routes; /* HTTPRoute, GRPCRoute (route.h) */
     struct wp_backend *backends;     /* per backend service port: its balancer (stages.c) */
+    struct wp_link mirrors;          /* RequestMirror copies in flight (mirror.c) */
+    size_t nmirrors;
 };
 
 enum wp_mode {
@@ -172,6 +181,10 @@ struct wp_req {
     struct wp_conn *conn;
     const struct veil_wp_bal_ep *avoid; /* the endpoint the last attempt failed on */
     bool retrying;                      /* this attempt is a retry the budget counts */
+    /* RequestMirror filters that hit: a copy of the request goes to each
+     * once it is complete (held by `match`) */
+    const struct veil_route_mirror *mirrors[WP_REQ_MIRRORS];
+    unsigned nmirrors;
 };
 
 /* One tunnel from a node proxy: one client TCP connection. */
@@ -263,6 +276,14 @@ void wp__up_printf(struct wp_conn *c, struct wp_req *r, const char *fmt, ...)
  * (still in c->din): 0, or -errno to pass it through instead. */
 int wp__h2_start(struct wp_conn *c);
 
+/* mirror.c: sends a copy of a request (n bytes, as they went upstream) to
+ * an endpoint of the mirror's Service; its answer is dropped. Never fails
+ * the request: a copy that cannot go is counted as dropped, as is one with
+ * bytes NULL (the request was not kept whole). */
+void wp__mirror(struct wp_conn *c, const struct veil_route_mirror *mi, const void *bytes, size_t n);
+/* Ends every copy in flight (the engine stops). */
+void wp__mirrors_free(struct veil_wp *wp);
+
 /* upstream.c */
 void wp__up_start(struct wp_conn *c);
 void wp__up_close(struct wp_conn *c, bool abort);
@@ -284,6 +305,10 @@ struct wp_target {
     const char *identity, *workload;
 };
 int wp__ep_pick(struct wp_conn *c, struct veil_node_svc *svc, uint16_t port, struct wp_target *t);
+/* The endpoint an attempt would go to now, without starting one (a
+ * mirror's): 0, -ENOENT (none), -ENOMEM. Strings valid until the next
+ * configuration update. */
+int wp__ep_peek(struct veil_wp *wp, struct veil_node_svc *svc, uint16_t port, struct wp_target *t);
 void wp__backends_free(struct veil_wp *wp);
 void wp__ep_done(struct wp_conn *c, int status);
 bool wp__retry_budget(struct veil_wp *wp, struct wp_req *r);
@@ -291,6 +316,12 @@ uint64_t wp__backoff_ms(struct veil_wp *wp, struct wp_req *r);
 void wp__dial_headers(struct wp_conn *c, struct veil_hbone_dial *d);
 int wp__headers_filtered(const struct wp_req *r, bool response, const struct veil_route_hdr *in,
                          size_t nin, struct veil_route_hdr *out, size_t cap);
+/* The same for any protocol: the header modifiers of f[0] then f[1] (either
+ * may be NULL) on `in`; the result in `out`, `tmp` a scratch list, both of
+ * `cap` entries. The count, or -ENOBUFS. */
+int wp__header_mods(const struct veil_route_filters *const f[2], bool response,
+                    const struct veil_route_hdr *in, size_t nin, struct veil_route_hdr *out,
+                    struct veil_route_hdr *tmp, size_t cap);
 void wp__names_from_key(const char *key, char *ns, size_t nscap, char *name, size_t namecap);
 
 /* stages.c: the route table */

@@ -3,7 +3,8 @@
 # nodes; backends on node-2, a client pod on node-1; `veil waypoint add
 # --enroll` on node-1; HTTPRoutes and an L7 AuthorizationPolicy. Checks:
 # a 90/10 weighted split over 1,000 requests within +-3 points; a header
-# match routes to v2; a retry on 503 hides a failing pod from curl; a
+# match routes to v2; a retry on 503 hides a failing pod from curl (and
+# every such request is mirrored to shop-v2); a
 # request timeout answers 504; an L7 DENY on POST gives 403 while GET
 # passes; a WebSocket echo; gRPC unary and streaming calls; wrk (HTTP/1.1)
 # and h2load (HTTP/2) with zero errors; Istio request metrics on the
@@ -156,6 +157,7 @@ spec:
   rules:
   - backendRefs: [{name: web, port: 80}]
     retry: {attempts: 3, codes: [503], backoff: 10ms}
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shop-v2, port: 80}}}]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -217,6 +219,9 @@ grep -q 'istio_requests_total{reporter="waypoint".*destination_service="shop.def
 grep -q 'istio_request_duration_milliseconds_bucket' "$TMP/metrics" || fail "no duration histogram"
 grep -q 'source_principal="spiffe://cluster.local/ns/default/sa/client"' "$TMP/metrics" ||
     fail "the caller's identity is not in the labels"
+# RequestMirror: each of the 60 requests to web was copied to shop-v2.
+MIRRORED=$(sed -n 's/^veil_waypoint_mirrors_total{result="ok"} //p' "$TMP/metrics")
+[ "${MIRRORED:-0}" -ge 60 ] || fail "mirrors: $(grep veil_waypoint_mirrors_total "$TMP/metrics")"
 
 # Remove and add the waypoint under steady traffic: no request fails.
 cx sh -c 'i=0; while [ $i -lt 250 ]; do curl -s -o /dev/null -m 10 -w "%{http_code}\n" http://shop/; i=$((i+1)); sleep 0.02; done' \

@@ -77,6 +77,7 @@ struct pod {
     struct veil_io lio;
     struct env *env;
     int requests;
+    char last[256]; /* the last request's target, a space, its body */
 };
 
 struct env {
@@ -221,6 +222,8 @@ static void ps_serve(struct pod_stream *s)
         s->inlen -= off;
         veil_h1_parser_init(&s->p, NULL);
         s->pod->requests++;
+        snprintf(s->pod->last, sizeof(s->pod->last), "%.100s %.*s", target,
+                 blen < 100 ? (int)blen : 100, body);
         if (strcmp(target, "/fail") == 0 && strcmp(s->pod->name, "pod-b") == 0) {
             ps_out(s, "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nfail");
         } else if (strcmp(target, "/slow") == 0) {
@@ -899,6 +902,54 @@ static void stop_loop(struct veil_timer *t)
     veil_loop_stop(veil_timer_loop(t));
 }
 
+/* Runs the loop until pod i has answered n requests in all (the guard
+ * fails the test if it never does). */
+static int wait_pod, wait_n;
+static void poll_pod(struct veil_timer *t)
+{
+    if (E->pods[wait_pod].requests >= wait_n)
+        veil_loop_stop(veil_timer_loop(t));
+}
+static void wait_requests(struct env *e, int i, int n)
+{
+    struct veil_timer poll = {0};
+    wait_pod = i;
+    wait_n = n;
+    veil_timer_start(e->loop, &poll, 5, 5, poll_pod);
+    run(e);
+    veil_timer_stop(&poll);
+}
+
+/* RequestMirror: pod-a (web-v1) answers; pod-b (web-v2) gets a copy of
+ * each request, body included, and its answers go nowhere. */
+static void test_route_mirror(void **state)
+{
+    struct env *e = *state;
+    config_json(e, "HTTPRoute", "m",
+                "{" PARENT ",\"rules\":[{\"backendRefs\":[" BACKEND(
+                    "web-v1", 1) "],"
+                                 "\"filters\":[{\"type\":\"RequestMirror\",\"requestMirror\":"
+                                 "{\"backendRef\":{\"name\":\"web-v2\",\"port\":80}}}]}]}");
+    for (int i = 0; i < 3; i++) {
+        exchange(e, "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n");
+        assert_int_equal(status_of(e), 200);
+        assert_string_equal(body_of(e), "ok from pod-a");
+    }
+    exchange(e, "POST /echo HTTP/1.1\r\nHost: web\r\nContent-Length: 4\r\n\r\ncopy");
+    assert_string_equal(body_of(e), "copy");
+    wait_requests(e, 1, 4);
+    assert_int_equal(e->pods[0].requests, 4);
+    assert_int_equal(e->pods[1].requests, 4);
+    assert_string_equal(e->pods[1].last, "/echo copy");
+    /* a copy is one request on a stream of its own, closed after it */
+    assert_int_equal(requests_with(e, "response_code=\"200\""), 4);
+    char *text;
+    size_t len;
+    assert_int_equal(veil_metrics_render(e->metrics, &text, &len), 0);
+    assert_non_null(strstr(text, "veil_waypoint_mirrors_total{result=\"ok\"} 4"));
+    veil_free(text);
+}
+
 /* One JSON line per request with Envoy's field names, written in a batch
  * (within WP_ALOG_FLUSH_MS, 1 s), not one write per request. */
 static void test_access_log(void **state)
@@ -981,6 +1032,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_closes_keepalive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_log, setup_alog, teardown),
         cmocka_unit_test_setup_teardown(test_request_metrics, setup_metrics, teardown),
+        cmocka_unit_test_setup_teardown(test_route_mirror, setup_metrics, teardown),
     };
     (void)test_unknown_vip;
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,198 @@
+/*
+ * RequestMirror (docs/waypoint.md, "Mirrors"): a copy of a complete request
+ * goes to one endpoint of the mirror's Service on an HBONE stream of its
+ * own; the answer is read and dropped, and nothing of it reaches the client
+ * or holds up its request. Fire and forget, and bounded: a copy is at most
+ * WP_REPLAY_MAX bytes (a bigger request is not mirrored), at most
+ * WP_MIRRORS_MAX copies are in flight per engine, and each lives at most
+ * WP_MIRROR_MS.
+ *
+ * The bytes of the copy are the caller's: for HTTP/1.1 the request exactly
+ * as it went to the backend (the route's filters applied), sent and then
+ * half-closed, so the mirror's server sees one request and the end of the
+ * connection; the stream ends at the server's close.
+ */
+#include "waypoint/wp-int.h"
+
+#include "core/alloc.h"
+#include "core/container.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/metrics.h"
+#include "hbone/hbone.h"
+#include "l4/pump.h"
+#include "node/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+struct wp_mirror {
+    struct wp_link link; /* in wp->mirrors */
+    struct veil_wp *wp;
+    uint64_t conn_id;
+    struct veil_hbone_h2s *dialing;
+    struct veil_l4_end *end;
+    struct wp_buf out; /* the copy, not yet accepted by the stream */
+    bool shut;         /* the stream was half-closed after the copy */
+    struct veil_timer timer;
+    struct veil_defer free_d;
+    struct veil_hbone_header hdr; /* x-veil-source-principal: the caller's */
+    char principal[300];
+    char svc[200]; /* "ns/name:port", for logs */
+};
+
+static void count(struct veil_wp *wp, const char *result)
+{
+    const char *v[] = {result};
+    veil_metrics_counter_add(veil_metrics_series(wp->m.mirrors, v), 1);
+}
+
+static void free_d(struct veil_defer *d)
+{
+    struct wp_mirror *m = VEIL_CONTAINER_OF(d, struct wp_mirror, free_d);
+    veil_free(m);
+}
+
+/* The mirror is over: result "ok" (the server answered and closed) or
+ * "error" (dial, reset, timeout). */
+static void finish(struct wp_mirror *m, const char *result, const char *why)
+{
+    struct veil_wp *wp = m->wp;
+    if (why != NULL)
+        VEIL_DEBUG(LOG, "conn %llu: mirror to %s: %s", (unsigned long long)m->conn_id, m->svc, why);
+    veil_timer_stop(&m->timer);
+    if (m->dialing != NULL)
+        veil_hbone_h2s_cancel(m->dialing);
+    if (m->end != NULL)
+        m->end->ops->close(m->end, why != NULL);
+    m->dialing = NULL;
+    m->end = NULL;
+    wp__buf_free(&m->out);
+    wp__link_del(&m->link);
+    wp->nmirrors--;
+    count(wp, result);
+    veil_loop_defer(wp->env.loop, &m->free_d, free_d);
+}
+
+static void notify(struct veil_l4_end *e, uint32_t events, void *arg)
+{
+    (void)events;
+    struct wp_mirror *m = arg;
+    while (wp__buf_len(&m->out) > 0) {
+        ssize_t n = e->ops->write(e, wp__buf_data(&m->out), wp__buf_len(&m->out));
+        if (n == -EAGAIN)
+            break;
+        if (n < 0) {
+            finish(m, "error", "write failed");
+            return;
+        }
+        wp__buf_used(&m->out, (size_t)n);
+    }
+    if (wp__buf_len(&m->out) == 0 && !m->shut) {
+        wp__buf_free(&m->out);
+        e->ops->shutdown_write(e);
+        m->shut = true;
+    }
+    char sink[4096];
+    for (;;) {
+        ssize_t n = e->ops->read(e, sink, sizeof(sink));
+        if (n > 0)
+            continue;
+        if (n == 0) {
+            finish(m, m->shut ? "ok" : "error", m->shut ? NULL : "closed before the copy was sent");
+            return;
+        }
+        if (n != -EAGAIN) {
+            finish(m, "error", "reset");
+            return;
+        }
+        break;
+    }
+    e->ops->set_interest(e, VEIL_L4_READ | (m->shut ? 0 : VEIL_L4_WRITE));
+}
+
+static void dial_cb(struct veil_hbone_h2s *h2s, int status, const char *err, void *arg)
+{
+    struct wp_mirror *m = arg;
+    m->dialing = NULL;
+    if (status != 200) {
+        finish(m, "error", err != NULL ? err : "refused");
+        return;
+    }
+    m->end = veil_hbone_h2s_end(h2s);
+    veil_l4_end_bind(m->end, notify, m);
+    notify(m->end, VEIL_L4_WRITE, m);
+}
+
+static void timeout(struct veil_timer *t)
+{
+    struct wp_mirror *m = VEIL_CONTAINER_OF(t, struct wp_mirror, timer);
+    finish(m, "error", "timed out");
+}
+
+void wp__mirror(struct wp_conn *c, const struct veil_route_mirror *mi, const void *bytes, size_t n)
+{
+    struct veil_wp *wp = c->wp;
+    uint16_t port = mi->port ? mi->port : c->port;
+    struct veil_node_svc *svc = veil_node_cfg_svc_by_name(wp->env.cfg, mi->ns, mi->name);
+    struct wp_target t;
+    const char *why = bytes == NULL || n == 0 || n > WP_REPLAY_MAX
+                          ? "the request was not kept whole (too big, an upgrade, answered here)"
+                      : wp->nmirrors >= WP_MIRRORS_MAX      ? "too many mirrors in flight"
+                      : svc == NULL                         ? "no such service"
+                      : wp__ep_peek(wp, svc, port, &t) != 0 ? "no endpoint"
+                                                            : NULL;
+    if (why != NULL) {
+        VEIL_DEBUG(LOG, "conn %llu: not mirrored to %s/%s:%u: %s", (unsigned long long)c->id,
+                   mi->ns, mi->name, port, why);
+        count(wp, "dropped");
+        return;
+    }
+    struct wp_mirror *m = veil_calloc(1, sizeof(*m));
+    if (m == NULL || wp__buf_put(&m->out, bytes, n, WP_REPLAY_MAX) != 0) {
+        veil_free(m);
+        count(wp, "dropped");
+        return;
+    }
+    m->wp = wp;
+    m->conn_id = c->id;
+    snprintf(m->svc, sizeof(m->svc), "%s/%s:%u", mi->ns, mi->name, port);
+    snprintf(m->principal, sizeof(m->principal), "%s", c->src_principal);
+    wp__link_add(&wp->mirrors, &m->link);
+    wp->nmirrors++;
+    struct sockaddr_in dst = {
+        .sin_family = AF_INET,
+        .sin_addr = t.addr,
+        .sin_port = htons(wp->env.upstream_port ? wp->env.upstream_port : VEIL_HBONE_PORT)};
+    char ip[INET_ADDRSTRLEN], key[400], authority[VEIL_HBONE_AUTHORITY_MAX];
+    inet_ntop(AF_INET, &t.addr, ip, sizeof(ip));
+    snprintf(key, sizeof(key), "wp|%s|%s", ip, t.identity != NULL ? t.identity : "");
+    snprintf(authority, sizeof(authority), "%s:%u", ip, t.port);
+    struct veil_hbone_dial d = {
+        .key = key,
+        .tls = wp->env.client_tls,
+        .dst = (const struct sockaddr *)&dst,
+        .dst_len = sizeof(dst),
+        .authority = authority,
+        .server_id = t.identity,
+    };
+    if (m->principal[0] != '\0') {
+        m->hdr = (struct veil_hbone_header){VEIL_HBONE_SOURCE_PRINCIPAL, m->principal};
+        d.headers = &m->hdr;
+        d.nheaders = 1;
+    }
+    veil_timer_start(wp->env.loop, &m->timer, WP_MIRROR_MS, 0, timeout);
+    m->dialing = veil_hbone_pool_connect(wp->env.pool, &d, dial_cb, m);
+    if (m->dialing == NULL)
+        finish(m, "error", strerror(errno));
+}
+
+void wp__mirrors_free(struct veil_wp *wp)
+{
+    while (wp->mirrors.next != &wp->mirrors) {
+        struct wp_mirror *m = VEIL_CONTAINER_OF(wp->mirrors.next, struct wp_mirror, link);
+        finish(m, "error", "waypoint stopping");
+    }
+}
