@@ -82,6 +82,7 @@ struct wp_h2s {
     uint64_t start_ms, q_bytes, p_bytes;
     struct veil_timer timer; /* the route's request timeout */
     struct veil_route_match rm;
+    const struct veil_route_filters *be_filters; /* the picked backendRef's, or NULL */
     /* for telemetry and the access log */
     char method[16], path[256], authority[256];
     char backend[300], dst_wl[300], dst_ns[64], dst_principal[300];

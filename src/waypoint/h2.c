@@ -319,7 +319,8 @@ static const char *grpc_name(int code)
  * a trailers-only response with grpc-status `grpc` and grpc-message `msg`.
  * Too late once the response started: the stream is reset instead.
  */
-static void reply(struct wp_h2s *s, int status, int grpc, const char *msg, const char *flags)
+static void reply_hdr(struct wp_h2s *s, int status, int grpc, const char *msg, const char *flags,
+                      const char *hname, const char *hvalue)
 {
     s->flags = flags;
     veil_timer_stop(&s->timer);
@@ -352,15 +353,21 @@ static void reply(struct wp_h2s *s, int status, int grpc, const char *msg, const
         snprintf(len, sizeof(len), "%d", bl);
         s->status = (uint16_t)status;
         const nghttp2_nv nv[] = {mknv(":status", code), mknv("content-type", "text/plain"),
-                                 mknv("content-length", len)};
+                                 mknv("content-length", len),
+                                 mknv(hname != NULL ? hname : "", hvalue != NULL ? hvalue : "")};
         wp__buf_put(&s->pbody, body, (size_t)bl, WP_H2_WINDOW);
         s->p_eof = true;
         const nghttp2_data_provider dp = {.read_callback = ds_read_body};
-        rv = nghttp2_submit_response(ng, s->ds_id, nv, 3, &dp);
+        rv = nghttp2_submit_response(ng, s->ds_id, nv, hname != NULL ? 4 : 3, &dp);
     }
     if (rv != 0)
         ds_reset(s, NGHTTP2_INTERNAL_ERROR);
     wp__h2_kick(s->h);
+}
+
+static void reply(struct wp_h2s *s, int status, int grpc, const char *msg, const char *flags)
+{
+    reply_hdr(s, status, grpc, msg, flags, NULL, NULL);
 }
 
 static void stream_timeout(struct veil_timer *t)
@@ -416,6 +423,93 @@ static bool authorized(struct wp_h2s *s, const struct veil_authz_header *ah, siz
                              nh);
 }
 
+/*
+ * `in` with the route's edits, in `out` (empty): pseudo-header fields first,
+ * :path and :authority replaced by `path` and `authority` when given; then
+ * the regular fields through the header modifiers of the rule and the
+ * backendRef (request or response ones). 0, or -errno.
+ */
+static int hdrs_edited(const struct wp_h2s *s, const struct wp_h2_hdrs *in, bool response,
+                       const char *path, const char *authority, struct wp_h2_hdrs *out)
+{
+    size_t cap = in->n + 64; /* two header modifiers add at most 2 x (16 set + 16 add) */
+    struct veil_route_hdr *l = veil_calloc(3 * cap, sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    size_t n = 0;
+    int rc = 0;
+    uint32_t off = 0;
+    for (uint32_t i = 0; i < in->n && rc == 0; i++) {
+        const char *nm, *v;
+        size_t nl, vl;
+        wp__h2_hdrs_next(in, &off, &nm, &nl, &v, &vl);
+        if (nl == 0 || nm[0] != ':') {
+            l[n++] = (struct veil_route_hdr){nm, nl, v, vl};
+            continue;
+        }
+        if (path != NULL && nl == 5 && memcmp(nm, ":path", 5) == 0)
+            v = path, vl = strlen(path);
+        else if (authority != NULL && nl == 10 && memcmp(nm, ":authority", 10) == 0)
+            v = authority, vl = strlen(authority);
+        rc = wp__h2_hdrs_add(out, (const uint8_t *)nm, nl, (const uint8_t *)v, vl);
+    }
+    const struct veil_route_filters *f[2] = {&s->rm.rule->filters, s->be_filters};
+    int k = rc == 0 ? wp__header_mods(f, response, l, n, l + cap, l + 2 * cap, cap) : rc;
+    for (int i = 0; i < k && rc == 0; i++)
+        rc = wp__h2_hdrs_add(out, (const uint8_t *)l[cap + i].name, l[cap + i].name_len,
+                             (const uint8_t *)l[cap + i].value, l[cap + i].value_len);
+    veil_free(l);
+    if (k < 0)
+        rc = k;
+    if (rc != 0)
+        wp__h2_hdrs_free(out);
+    return rc;
+}
+
+/* The request head of a matched s with the route's URLRewrite (rule's,
+ * then the backendRef's) and request header modifiers: 0, or -1 after
+ * answering. */
+static int request_edits(struct wp_h2s *s, const char *path, size_t path_len)
+{
+    const struct veil_route_filters *f[2] = {&s->rm.rule->filters, s->be_filters};
+    char newpath[4096];
+    const char *p = NULL, *host = NULL;
+    bool mods = false;
+    for (int i = 0; i < 2; i++) {
+        if (f[i] == NULL)
+            continue;
+        mods |= f[i]->request_headers.nset + f[i]->request_headers.nadd +
+                    f[i]->request_headers.nremove >
+                0;
+        if (!f[i]->has_rewrite)
+            continue;
+        const struct veil_route_rewrite *rw = &f[i]->rewrite;
+        if (rw->path.type != VEIL_ROUTE_PATH_KEEP) {
+            if (veil_route_path_rewrite(&s->rm, &rw->path, path, path_len, newpath,
+                                        sizeof(newpath)) < 0) {
+                reply(s, 500, 13, "cannot rewrite the path", "-");
+                return -1;
+            }
+            p = newpath;
+        }
+        if (rw->hostname != NULL)
+            host = rw->hostname;
+    }
+    if (p == NULL && host == NULL && !mods)
+        return 0;
+    struct wp_h2_hdrs out = {0};
+    int rc = hdrs_edited(s, &s->qh, false, p, host, &out);
+    if (rc != 0) {
+        reply(s, 500, 13,
+              rc == -ENOMEM ? "out of memory" : "request head too big after the route's filters",
+              "-");
+        return -1;
+    }
+    wp__h2_hdrs_free(&s->qh);
+    s->qh = out;
+    return 0;
+}
+
 /* The backend service and port of s: 0, or -1 after answering. */
 static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
                  struct veil_node_svc **svc, uint16_t *port)
@@ -454,6 +548,15 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
         return -1;
     }
     const struct veil_route_rule *rule = s->rm.rule;
+    if (rule->filters.has_redirect) {
+        const struct veil_route_redirect *rd = &rule->filters.redirect;
+        char loc[2048];
+        if (veil_route_redirect_location(&s->rm, rd, &q, loc, sizeof(loc)) < 0)
+            reply(s, 500, 13, "cannot build the redirect location", "-");
+        else
+            reply_hdr(s, rd->status ? rd->status : 302, 13, "", "-", "location", loc);
+        return -1;
+    }
     const struct veil_route_backend *b = veil_route_pick(rule, wp__rand(wp));
     if (b == NULL) {
         reply(s, 500, 13, "no valid backend", "NR");
@@ -466,8 +569,15 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
         reply(s, 500, 13, "backend service not found", "NR");
         return -1;
     }
-    if (rule->request_timeout_ms > 0)
-        veil_timer_start(wp->env.loop, &s->timer, rule->request_timeout_ms, 0, stream_timeout);
+    s->be_filters = b->filters;
+    if (request_edits(s, p, pl) != 0)
+        return -1;
+    /* no retries on HTTP/2: the one attempt ends at the sooner of the two */
+    uint64_t t = rule->request_timeout_ms;
+    if (rule->backend_timeout_ms > 0 && (t == 0 || rule->backend_timeout_ms < t))
+        t = rule->backend_timeout_ms;
+    if (t > 0)
+        veil_timer_start(wp->env.loop, &s->timer, t, 0, stream_timeout);
     return 0;
 }
 
@@ -547,6 +657,18 @@ static void stream_begin(struct wp_h2s *s)
 
 /* ---- from the upstream (h2up.c) ---- */
 
+/* Whether the route of s edits response heads. */
+static bool response_mods(const struct wp_h2s *s)
+{
+    const struct veil_route_filters *f[2] = {&s->rm.rule->filters, s->be_filters};
+    for (int i = 0; i < 2; i++)
+        if (f[i] != NULL && f[i]->response_headers.nset + f[i]->response_headers.nadd +
+                                    f[i]->response_headers.nremove >
+                                0)
+            return true;
+    return false;
+}
+
 static uint16_t status_of(const struct wp_h2_hdrs *b)
 {
     char st[8];
@@ -572,7 +694,17 @@ void wp__h2s_up_headers(struct wp_h2s *s, bool end)
         rv = status == 101
                  ? 0
                  : nghttp2_submit_headers(ng, NGHTTP2_FLAG_NONE, s->ds_id, NULL, nv, k, NULL);
-    } else if (nv != NULL) {
+    } else if (nv != NULL && s->rm.rule != NULL && response_mods(s)) {
+        struct wp_h2_hdrs out = {0};
+        veil_free(nv);
+        nv = NULL;
+        if (hdrs_edited(s, &s->ph, true, NULL, NULL, &out) == 0) {
+            wp__h2_hdrs_free(&s->ph);
+            s->ph = out;
+            nv = wp__h2_hdrs_nv(&s->ph, 0, false, &k);
+        }
+    }
+    if (nv != NULL && status >= 200) {
         s->status = status;
         s->p_started = true;
         ep_done(s, status);

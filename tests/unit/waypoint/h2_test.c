@@ -93,6 +93,7 @@ struct pod {
     struct veil_io lio;
     struct env *env;
     int requests, tunnels;
+    char last_path[128], last_added[64]; /* the last request's :path and x-added */
 };
 
 /* A client stream. */
@@ -107,6 +108,8 @@ struct cstream {
     bool send_eof, closed;
     uint32_t rst;
     int echo_step; /* streaming: messages sent so far */
+    char location[256], via[32];
+    bool x_pod; /* the response had x-pod */
 };
 
 struct env {
@@ -323,8 +326,13 @@ static int pod_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t
     struct pstream *s = pstream_of(ng, f->hd.stream_id);
     if (s == NULL)
         return 0;
-    if (nlen == 5 && memcmp(name, ":path", 5) == 0)
+    if (nlen == 5 && memcmp(name, ":path", 5) == 0) {
         snprintf(s->path, sizeof(s->path), "%.*s", (int)vlen, value);
+        snprintf(s->pc->pod->last_path, sizeof(s->pc->pod->last_path), "%s", s->path);
+        s->pc->pod->last_added[0] = '\0';
+    }
+    if (nlen == 7 && memcmp(name, "x-added", 7) == 0)
+        snprintf(s->pc->pod->last_added, sizeof(s->pc->pod->last_added), "%.*s", (int)vlen, value);
     /* connection-specific fields never reach the backend */
     assert_false(nlen == 10 && memcmp(name, "connection", 10) == 0);
     return 0;
@@ -483,6 +491,12 @@ static void apply_config(struct env *e)
         "{\"workload\":\"Workload/default/pod-a\",\"address\":\"127.0.0.2\",\"node\":\"n1\","
         "\"identity\":\"" POD_ID "\",\"ports\":[{\"port\":80,\"targetPort\":8080}]},"
         "{\"workload\":\"Workload/default/pod-b\",\"address\":\"127.0.0.3\",\"node\":\"n1\","
+        "\"identity\":\"" POD_ID "\",\"ports\":[{\"port\":80,\"targetPort\":8080}]}]}},"
+        "{\"key\":\"Service/default/web-v1\",\"kind\":\"Service\",\"namespace\":\"default\","
+        "\"name\":\"web-v1\",\"spec\":{\"clusterIP\":\"198.19.0.11\","
+        "\"ports\":[{\"name\":\"http\",\"port\":80,\"targetPort\":8080,\"protocol\":\"TCP\"}],"
+        "\"endpoints\":["
+        "{\"workload\":\"Workload/default/pod-a\",\"address\":\"127.0.0.2\",\"node\":\"n1\","
         "\"identity\":\"" POD_ID "\",\"ports\":[{\"port\":80,\"targetPort\":8080}]}]}}"
         "],\"removals\":[]}";
     char err[256];
@@ -556,6 +570,11 @@ static int cli_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t
         s->status = atoi((const char *)value);
     if (nlen == 11 && memcmp(name, "grpc-status", 11) == 0)
         snprintf(s->grpc_status, sizeof(s->grpc_status), "%.*s", (int)vlen, value);
+    if (nlen == 8 && memcmp(name, "location", 8) == 0)
+        snprintf(s->location, sizeof(s->location), "%.*s", (int)vlen, value);
+    if (nlen == 5 && memcmp(name, "x-via", 5) == 0)
+        snprintf(s->via, sizeof(s->via), "%.*s", (int)vlen, value);
+    s->x_pod |= nlen == 5 && memcmp(name, "x-pod", 5) == 0;
     return 0;
 }
 
@@ -1015,6 +1034,50 @@ static void test_route_timeout(void **state)
     assert_int_equal(ok->status, 200);
 }
 
+/* An HTTPRoute's filters and backendRequest timeout on HTTP/2, as on
+ * HTTP/1.1: RequestRedirect, URLRewrite, request and response header
+ * modifiers (rule and backendRef). */
+static void test_route_filters(void **state)
+{
+    struct env *e = *state;
+    config_json(e, "HTTPRoute", "web",
+                "{\"parentRefs\":[{\"group\":\"\",\"kind\":\"Service\",\"name\":\"web\"}],"
+                "\"rules\":[{\"matches\":[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/old\"}}],"
+                "\"filters\":[{\"type\":\"RequestRedirect\",\"requestRedirect\":"
+                "{\"path\":{\"type\":\"ReplacePrefixMatch\",\"replacePrefixMatch\":\"/new\"},"
+                "\"statusCode\":301}}]},"
+                "{\"matches\":[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/api\"}}],"
+                "\"filters\":[{\"type\":\"URLRewrite\",\"urlRewrite\":{\"path\":"
+                "{\"type\":\"ReplacePrefixMatch\",\"replacePrefixMatch\":\"/\"}}},"
+                "{\"type\":\"ResponseHeaderModifier\",\"responseHeaderModifier\":"
+                "{\"add\":[{\"name\":\"x-via\",\"value\":\"veil\"}],\"remove\":[\"x-pod\"]}}],"
+                "\"backendRefs\":[{\"name\":\"web-v1\",\"port\":80,\"filters\":["
+                "{\"type\":\"RequestHeaderModifier\",\"requestHeaderModifier\":"
+                "{\"set\":[{\"name\":\"x-added\",\"value\":\"yes\"}]}}]}]},"
+                "{\"matches\":[{\"path\":{\"type\":\"PathPrefix\",\"value\":\"/slow\"}}],"
+                "\"backendRefs\":[{\"name\":\"web\",\"port\":80}],"
+                "\"timeouts\":{\"request\":\"5s\",\"backendRequest\":\"200ms\"}},"
+                "{\"backendRefs\":[{\"name\":\"web\",\"port\":80}]}]}");
+    struct cstream *rd = request(e, "GET", "/old/x?q=1", false, NULL, 0, true);
+    struct cstream *rw = request(e, "GET", "/api/thing?q=2", false, NULL, 0, true);
+    run(e);
+    assert_int_equal(rd->status, 301);
+    assert_string_equal(rd->location, "http://web.default.svc.cluster.local/new/x?q=1");
+    assert_int_equal(rw->status, 200);
+    assert_string_equal(e->pods[0].last_path, "/thing?q=2"); /* web-v1 is pod-a */
+    assert_string_equal(e->pods[0].last_added, "yes");
+    assert_string_equal(rw->via, "veil");
+    assert_false(rw->x_pod);
+    struct cstream *slow = request(e, "GET", "/slow", false, NULL, 0, true);
+    run(e);
+    assert_int_equal(slow->status, 504);
+    struct cstream *plain = request(e, "GET", "/ok", false, NULL, 0, true);
+    run(e);
+    assert_int_equal(plain->status, 200);
+    assert_true(plain->x_pod);
+    assert_string_equal(plain->via, "");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1027,6 +1090,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_large_body_flow_control, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
