@@ -83,6 +83,12 @@ struct wp_h2s {
     struct veil_timer timer; /* the route's request timeout */
     struct veil_route_match rm;
     const struct veil_route_filters *be_filters; /* the picked backendRef's, or NULL */
+    /* RequestMirror filters that hit, and the body kept for them (at most
+     * WP_REPLAY_MAX; mcopy_over: it did not fit) */
+    const struct veil_route_mirror *mirrors[WP_REQ_MIRRORS];
+    unsigned nmirrors;
+    struct wp_buf mcopy;
+    bool mcopy_over;
     /* for telemetry and the access log */
     char method[16], path[256], authority[256];
     char backend[300], dst_wl[300], dst_ns[64], dst_principal[300];
@@ -118,6 +124,12 @@ struct wp_h2c {
     struct veil_defer kick_d, free_d;
     bool dead, in_run;
 };
+
+/* mirror.c: wp__mirror() for an HTTP/2 request: its head as it went
+ * upstream (nv) and its body; whole false (the body was not kept) counts it
+ * as dropped. */
+void wp__mirror_h2(struct wp_conn *c, const struct veil_route_mirror *mi, const nghttp2_nv *nv,
+                   size_t nnv, const void *body, size_t blen, bool whole);
 
 /* h2.c */
 void wp__h2_kick(struct wp_h2c *h);

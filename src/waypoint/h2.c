@@ -221,6 +221,7 @@ static void stream_free(struct wp_h2s *s)
     wp__h2_hdrs_free(&s->ph);
     wp__buf_free(&s->qbody);
     wp__buf_free(&s->pbody);
+    wp__buf_free(&s->mcopy);
     veil_free(s->qnv);
     wp__link_del(&s->link);
     h->nstreams--;
@@ -572,6 +573,8 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
     s->be_filters = b->filters;
     if (request_edits(s, p, pl) != 0)
         return -1;
+    wp__mirrors_hit(wp, &rule->filters, s->mirrors, &s->nmirrors);
+    wp__mirrors_hit(wp, b->filters, s->mirrors, &s->nmirrors);
     /* no retries on HTTP/2: the one attempt ends at the sooner of the two */
     uint64_t t = rule->request_timeout_ms;
     if (rule->backend_timeout_ms > 0 && (t == 0 || rule->backend_timeout_ms < t))
@@ -794,6 +797,18 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     return 0;
 }
 
+/* The request of s is complete: a copy to each mirror that hit, if its
+ * body was kept whole and its head went upstream. */
+static void mirror(struct wp_h2s *s)
+{
+    bool whole = !s->mcopy_over && !s->local && s->qnv != NULL;
+    for (unsigned i = 0; i < s->nmirrors; i++)
+        wp__mirror_h2(s->h->c, s->mirrors[i], s->qnv, s->nqnv, wp__buf_data(&s->mcopy),
+                      wp__buf_len(&s->mcopy), whole);
+    s->nmirrors = 0;
+    wp__buf_free(&s->mcopy);
+}
+
 static void request_ended(struct wp_h2s *s)
 {
     s->q_eof = true;
@@ -818,6 +833,8 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *user
     } else if (f->hd.type == NGHTTP2_DATA && end) {
         request_ended(s);
     }
+    if (s->q_eof && s->nmirrors > 0)
+        mirror(s);
     return 0;
 }
 
@@ -830,6 +847,11 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
     if (s == NULL || s->q_discard) {
         nghttp2_session_consume_stream(ng, id, len);
         return 0;
+    }
+    if (s->nmirrors > 0 && !s->mcopy_over &&
+        wp__buf_put(&s->mcopy, data, len, WP_REPLAY_MAX) != 0) {
+        s->mcopy_over = true;
+        wp__buf_free(&s->mcopy);
     }
     if (wp__buf_put(&s->qbody, data, len, WP_H2_WINDOW + 1) != 0) {
         nghttp2_session_consume_stream(ng, id, len);

@@ -7,12 +7,15 @@
  * WP_MIRRORS_MAX copies are in flight per engine, and each lives at most
  * WP_MIRROR_MS.
  *
- * The bytes of the copy are the caller's: for HTTP/1.1 the request exactly
- * as it went to the backend (the route's filters applied), sent and then
- * half-closed, so the mirror's server sees one request and the end of the
- * connection; the stream ends at the server's close.
+ * HTTP/1.1: the copy is the request's bytes exactly as they went to the
+ * backend (the route's filters applied), sent and then half-closed, so the
+ * mirror's server sees one request and the end of the connection; the
+ * stream ends at the server's close. HTTP/2: the copy is the request head
+ * as it went upstream and its body, sent as one stream of a client session
+ * of our own on the mirror's stream; the mirror ends when that stream
+ * closes.
  */
-#include "waypoint/wp-int.h"
+#include "waypoint/h2-int.h"
 
 #include "core/alloc.h"
 #include "core/container.h"
@@ -22,6 +25,8 @@
 #include "hbone/hbone.h"
 #include "l4/pump.h"
 #include "node/config.h"
+
+#include <nghttp2/nghttp2.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,8 +39,12 @@ struct wp_mirror {
     uint64_t conn_id;
     struct veil_hbone_h2s *dialing;
     struct veil_l4_end *end;
-    struct wp_buf out; /* the copy, not yet accepted by the stream */
-    bool shut;         /* the stream was half-closed after the copy */
+    struct wp_buf out;   /* bytes not yet accepted by the stream */
+    bool shut;           /* HTTP/1.1: the stream was half-closed after the copy */
+    nghttp2_session *ng; /* HTTP/2: the client session on the stream */
+    struct wp_buf body;  /* ... the request body it has still to send */
+    bool h2_closed;      /* ... its stream closed */
+    int32_t h2_id;
     struct veil_timer timer;
     struct veil_defer free_d;
     struct veil_hbone_header hdr; /* x-veil-source-principal: the caller's */
@@ -69,48 +78,82 @@ static void finish(struct wp_mirror *m, const char *result, const char *why)
         m->end->ops->close(m->end, why != NULL);
     m->dialing = NULL;
     m->end = NULL;
+    nghttp2_session_del(m->ng);
+    m->ng = NULL;
     wp__buf_free(&m->out);
+    wp__buf_free(&m->body);
     wp__link_del(&m->link);
     wp->nmirrors--;
     count(wp, result);
     veil_loop_defer(wp->env.loop, &m->free_d, free_d);
 }
 
+/* HTTP/2: frames the session has to send, into m->out. 0 or -1. */
+static int h2_pull(struct wp_mirror *m)
+{
+    while (wp__buf_len(&m->out) < 16 * 1024 && nghttp2_session_want_write(m->ng)) {
+        const uint8_t *p;
+        ssize_t n = nghttp2_session_mem_send(m->ng, &p);
+        if (n == 0)
+            break;
+        if (n < 0 || wp__buf_put(&m->out, p, (size_t)n, WP_REPLAY_MAX + 80 * 1024) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static void notify(struct veil_l4_end *e, uint32_t events, void *arg)
 {
     (void)events;
     struct wp_mirror *m = arg;
-    while (wp__buf_len(&m->out) > 0) {
-        ssize_t n = e->ops->write(e, wp__buf_data(&m->out), wp__buf_len(&m->out));
-        if (n == -EAGAIN)
-            break;
-        if (n < 0) {
-            finish(m, "error", "write failed");
+    bool moved = true;
+    while (moved) {
+        moved = false;
+        if (m->ng != NULL && h2_pull(m) != 0) {
+            finish(m, "error", "HTTP/2 session failed");
             return;
         }
-        wp__buf_used(&m->out, (size_t)n);
-    }
-    if (wp__buf_len(&m->out) == 0 && !m->shut) {
-        wp__buf_free(&m->out);
-        e->ops->shutdown_write(e);
-        m->shut = true;
-    }
-    char sink[4096];
-    for (;;) {
-        ssize_t n = e->ops->read(e, sink, sizeof(sink));
-        if (n > 0)
-            continue;
-        if (n == 0) {
-            finish(m, m->shut ? "ok" : "error", m->shut ? NULL : "closed before the copy was sent");
-            return;
+        while (wp__buf_len(&m->out) > 0) {
+            ssize_t n = e->ops->write(e, wp__buf_data(&m->out), wp__buf_len(&m->out));
+            if (n == -EAGAIN)
+                break;
+            if (n < 0) {
+                finish(m, "error", "write failed");
+                return;
+            }
+            wp__buf_used(&m->out, (size_t)n);
+            moved = true;
         }
-        if (n != -EAGAIN) {
+        if (m->ng == NULL && wp__buf_len(&m->out) == 0 && !m->shut) {
+            wp__buf_free(&m->out);
+            e->ops->shutdown_write(e);
+            m->shut = true;
+        }
+        char in[4096];
+        ssize_t n = e->ops->read(e, in, sizeof(in));
+        if (n > 0) {
+            moved = true;
+            if (m->ng != NULL &&
+                nghttp2_session_mem_recv(m->ng, (const uint8_t *)in, (size_t)n) < 0) {
+                finish(m, "error", "bad HTTP/2 from the mirror");
+                return;
+            }
+        } else if (n == 0 || m->h2_closed) {
+            bool ok = m->ng != NULL ? m->h2_closed : m->shut;
+            finish(m, ok ? "ok" : "error", ok ? NULL : "closed before the copy was answered");
+            return;
+        } else if (n != -EAGAIN) {
             finish(m, "error", "reset");
             return;
         }
-        break;
+        if (m->h2_closed) {
+            finish(m, "ok", NULL);
+            return;
+        }
     }
-    e->ops->set_interest(e, VEIL_L4_READ | (m->shut ? 0 : VEIL_L4_WRITE));
+    e->ops->set_interest(
+        e, VEIL_L4_READ |
+               (wp__buf_len(&m->out) > 0 || (m->ng == NULL && !m->shut) ? VEIL_L4_WRITE : 0));
 }
 
 static void dial_cb(struct veil_hbone_h2s *h2s, int status, const char *err, void *arg)
@@ -132,29 +175,28 @@ static void timeout(struct veil_timer *t)
     finish(m, "error", "timed out");
 }
 
-void wp__mirror(struct wp_conn *c, const struct veil_route_mirror *mi, const void *bytes, size_t n)
+/* A mirror of this request to mi, dialing; NULL (counted as dropped) when
+ * it cannot go: `whole` false (the request was not kept), too many in
+ * flight, no such Service or endpoint. */
+static struct wp_mirror *mirror_new(struct wp_conn *c, const struct veil_route_mirror *mi,
+                                    bool whole)
 {
     struct veil_wp *wp = c->wp;
     uint16_t port = mi->port ? mi->port : c->port;
     struct veil_node_svc *svc = veil_node_cfg_svc_by_name(wp->env.cfg, mi->ns, mi->name);
     struct wp_target t;
-    const char *why = bytes == NULL || n == 0 || n > WP_REPLAY_MAX
-                          ? "the request was not kept whole (too big, an upgrade, answered here)"
-                      : wp->nmirrors >= WP_MIRRORS_MAX      ? "too many mirrors in flight"
-                      : svc == NULL                         ? "no such service"
-                      : wp__ep_peek(wp, svc, port, &t) != 0 ? "no endpoint"
-                                                            : NULL;
-    if (why != NULL) {
+    const char *why =
+        !whole ? "the request was not kept whole (over 64 KiB, an upgrade, answered here)"
+        : wp->nmirrors >= WP_MIRRORS_MAX      ? "too many mirrors in flight"
+        : svc == NULL                         ? "no such service"
+        : wp__ep_peek(wp, svc, port, &t) != 0 ? "no endpoint"
+                                              : NULL;
+    struct wp_mirror *m = why == NULL ? veil_calloc(1, sizeof(*m)) : NULL;
+    if (m == NULL) {
         VEIL_DEBUG(LOG, "conn %llu: not mirrored to %s/%s:%u: %s", (unsigned long long)c->id,
-                   mi->ns, mi->name, port, why);
+                   mi->ns, mi->name, port, why != NULL ? why : "out of memory");
         count(wp, "dropped");
-        return;
-    }
-    struct wp_mirror *m = veil_calloc(1, sizeof(*m));
-    if (m == NULL || wp__buf_put(&m->out, bytes, n, WP_REPLAY_MAX) != 0) {
-        veil_free(m);
-        count(wp, "dropped");
-        return;
+        return NULL;
     }
     m->wp = wp;
     m->conn_id = c->id;
@@ -185,8 +227,62 @@ void wp__mirror(struct wp_conn *c, const struct veil_route_mirror *mi, const voi
     }
     veil_timer_start(wp->env.loop, &m->timer, WP_MIRROR_MS, 0, timeout);
     m->dialing = veil_hbone_pool_connect(wp->env.pool, &d, dial_cb, m);
-    if (m->dialing == NULL)
+    if (m->dialing == NULL) {
         finish(m, "error", strerror(errno));
+        return NULL;
+    }
+    return m;
+}
+
+void wp__mirror(struct wp_conn *c, const struct veil_route_mirror *mi, const void *bytes, size_t n)
+{
+    bool whole = bytes != NULL && n > 0 && n <= WP_REPLAY_MAX;
+    struct wp_mirror *m = mirror_new(c, mi, whole);
+    if (m != NULL && wp__buf_put(&m->out, bytes, n, WP_REPLAY_MAX) != 0)
+        finish(m, "error", "out of memory");
+}
+
+static ssize_t h2_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                       nghttp2_data_source *src, void *user)
+{
+    (void)ng, (void)id, (void)src;
+    struct wp_mirror *m = user;
+    size_t n = wp__buf_len(&m->body) < len ? wp__buf_len(&m->body) : len;
+    memcpy(buf, wp__buf_data(&m->body), n);
+    wp__buf_used(&m->body, n);
+    if (wp__buf_len(&m->body) == 0)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static int h2_closed(nghttp2_session *ng, int32_t id, uint32_t code, void *user)
+{
+    (void)ng, (void)code;
+    struct wp_mirror *m = user;
+    if (id == m->h2_id)
+        m->h2_closed = true;
+    return 0;
+}
+
+void wp__mirror_h2(struct wp_conn *c, const struct veil_route_mirror *mi, const nghttp2_nv *nv,
+                   size_t nnv, const void *body, size_t blen, bool whole)
+{
+    struct wp_mirror *m = mirror_new(c, mi, whole && nv != NULL && blen <= WP_REPLAY_MAX);
+    if (m == NULL)
+        return;
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0) {
+        finish(m, "error", "out of memory");
+        return;
+    }
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2_closed);
+    int rv = nghttp2_session_client_new(&m->ng, cb, m);
+    nghttp2_session_callbacks_del(cb);
+    const nghttp2_data_provider dp = {.read_callback = h2_body};
+    if (rv != 0 || (blen > 0 && wp__buf_put(&m->body, body, blen, WP_REPLAY_MAX) != 0) ||
+        nghttp2_submit_settings(m->ng, NGHTTP2_FLAG_NONE, NULL, 0) != 0 ||
+        (m->h2_id = nghttp2_submit_request(m->ng, NULL, nv, nnv, blen > 0 ? &dp : NULL, m)) < 0)
+        finish(m, "error", "cannot make the HTTP/2 request");
 }
 
 void wp__mirrors_free(struct veil_wp *wp)

@@ -138,17 +138,14 @@ static int rewrite(struct wp_conn *c, struct wp_req *r, const struct veil_route_
     return 0;
 }
 
-/* The RequestMirror filters of f that this request hits (their fraction). */
-static void mirrors_hit(struct veil_wp *wp, struct wp_req *r, const struct veil_route_filters *f)
+void wp__mirrors_hit(struct veil_wp *wp, const struct veil_route_filters *f,
+                     const struct veil_route_mirror **out, unsigned *n)
 {
-    for (size_t i = 0; i < f->nmirrors && r->nmirrors < WP_REQ_MIRRORS; i++)
+    for (size_t i = 0; f != NULL && i < f->nmirrors && *n < WP_REQ_MIRRORS; i++)
         if (veil_route_mirror_hit(&f->mirrors[i], wp__rand(wp)))
-            r->mirrors[r->nmirrors++] = &f->mirrors[i];
+            out[(*n)++] = &f->mirrors[i];
 }
 
-/* The route (docs/routes.md): the backend service and port, the filters,
- * timeouts and retries of the matching rule; no route attached: the
- * service itself. 0, or -1 when the request was answered here. */
 int wp__stage_route(struct wp_conn *c, struct wp_req *r)
 {
     struct veil_wp *wp = c->wp;
@@ -195,9 +192,8 @@ int wp__stage_route(struct wp_conn *c, struct wp_req *r)
     if (rewrite(c, r, &rule->filters) != 0 ||
         (be->filters != NULL && rewrite(c, r, be->filters) != 0))
         return -1;
-    mirrors_hit(wp, r, &rule->filters);
-    if (be->filters != NULL)
-        mirrors_hit(wp, r, be->filters);
+    wp__mirrors_hit(wp, &rule->filters, r->mirrors, &r->nmirrors);
+    wp__mirrors_hit(wp, be->filters, r->mirrors, &r->nmirrors);
     return 0;
 }
 

@@ -281,6 +281,10 @@ int wp__h2_start(struct wp_conn *c);
  * the request: a copy that cannot go is counted as dropped, as is one with
  * bytes NULL (the request was not kept whole). */
 void wp__mirror(struct wp_conn *c, const struct veil_route_mirror *mi, const void *bytes, size_t n);
+/* The RequestMirror filters of f that hit this time (their fraction drawn),
+ * appended to out[*n] (at most WP_REQ_MIRRORS in all). */
+void wp__mirrors_hit(struct veil_wp *wp, const struct veil_route_filters *f,
+                     const struct veil_route_mirror **out, unsigned *n);
 /* Ends every copy in flight (the engine stops). */
 void wp__mirrors_free(struct veil_wp *wp);
 

@@ -36,6 +36,7 @@
 
 #include "core/alloc.h"
 #include "core/container.h"
+#include "core/log.h"
 #include "core/loop.h"
 #include "hbone/hbone.h"
 #include "l4/pump.h"
@@ -94,6 +95,7 @@ struct pod {
     struct env *env;
     int requests, tunnels;
     char last_path[128], last_added[64]; /* the last request's :path and x-added */
+    size_t body_bytes;                   /* request DATA received, all streams */
 };
 
 /* A client stream. */
@@ -388,6 +390,7 @@ static int pod_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_
     assert_true(s->blen + len <= sizeof(s->body));
     memcpy(s->body + s->blen, data, len);
     s->blen += len;
+    s->pc->pod->body_bytes += len;
     if (s->streaming)
         nghttp2_session_resume_data(ng, id);
     return 0;
@@ -497,6 +500,12 @@ static void apply_config(struct env *e)
         "\"ports\":[{\"name\":\"http\",\"port\":80,\"targetPort\":8080,\"protocol\":\"TCP\"}],"
         "\"endpoints\":["
         "{\"workload\":\"Workload/default/pod-a\",\"address\":\"127.0.0.2\",\"node\":\"n1\","
+        "\"identity\":\"" POD_ID "\",\"ports\":[{\"port\":80,\"targetPort\":8080}]}]}},"
+        "{\"key\":\"Service/default/web-v2\",\"kind\":\"Service\",\"namespace\":\"default\","
+        "\"name\":\"web-v2\",\"spec\":{\"clusterIP\":\"198.19.0.12\","
+        "\"ports\":[{\"name\":\"http\",\"port\":80,\"targetPort\":8080,\"protocol\":\"TCP\"}],"
+        "\"endpoints\":["
+        "{\"workload\":\"Workload/default/pod-b\",\"address\":\"127.0.0.3\",\"node\":\"n1\","
         "\"identity\":\"" POD_ID "\",\"ports\":[{\"port\":80,\"targetPort\":8080}]}]}}"
         "],\"removals\":[]}";
     char err[256];
@@ -1078,6 +1087,58 @@ static void test_route_filters(void **state)
     assert_string_equal(plain->via, "");
 }
 
+/* Runs the loop until pod i has received n requests and `bytes` bytes of
+ * request bodies, and no mirror is in flight (the guard fails the test if
+ * that never comes). */
+static int wait_pod, wait_n;
+static size_t wait_bytes;
+static void poll_pod(struct veil_timer *t)
+{
+    if (E->pods[wait_pod].requests >= wait_n && E->pods[wait_pod].body_bytes >= wait_bytes &&
+        E->wp->nmirrors == 0)
+        veil_loop_stop(veil_timer_loop(t));
+}
+static void wait_pod_requests(struct env *e, int i, int n, size_t bytes)
+{
+    struct veil_timer poll = {0};
+    wait_pod = i;
+    wait_n = n;
+    wait_bytes = bytes;
+    veil_timer_start(e->loop, &poll, 5, 5, poll_pod);
+    run(e);
+    veil_timer_stop(&poll);
+}
+
+/* RequestMirror on a GRPCRoute: each call is answered by web-v1 (pod-a)
+ * and copied, head and body, to web-v2 (pod-b), whose answers go nowhere. */
+static void test_grpc_mirror(void **state)
+{
+    struct env *e = *state;
+    config_json(e, "GRPCRoute", "web",
+                "{\"parentRefs\":[{\"group\":\"\",\"kind\":\"Service\",\"name\":\"web\"}],"
+                "\"rules\":[{\"backendRefs\":[{\"name\":\"web-v1\",\"port\":80}],"
+                "\"filters\":[{\"type\":\"RequestMirror\",\"requestMirror\":"
+                "{\"backendRef\":{\"name\":\"web-v2\",\"port\":80}}}]}]}");
+    char msg[64];
+    size_t n = grpc_msg(msg, 5);
+    struct cstream *s[3];
+    for (int i = 0; i < 3; i++)
+        s[i] = request(e, "POST", "/echo.Echo/Unary", true, msg, n, true);
+    run(e);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(s[i]->status, 200);
+        assert_string_equal(s[i]->grpc_status, "0");
+        assert_memory_equal(s[i]->body, msg, n);
+    }
+    veil_log_set_level(VEIL_LOG_DEBUG); /* a failed mirror would say why */
+    wait_pod_requests(e, 1, 3, 3 * n);
+    veil_log_set_level(VEIL_LOG_INFO);
+    assert_int_equal(e->pods[0].requests, 3);
+    assert_int_equal(e->pods[1].requests, 3);
+    assert_int_equal(e->pods[1].body_bytes, 3 * n);
+    assert_string_equal(e->pods[1].last_path, "/echo.Echo/Unary");
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1091,6 +1152,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grpc_mirror, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
