@@ -71,9 +71,8 @@ static void submit(struct wp_h2up *up, struct wp_h2s *s)
 {
     const nghttp2_data_provider dp = {.read_callback = up_read_body};
     bool body = !s->q_eof || s->q_trailers || wp__buf_len(&s->qbody) > 0;
+    /* s->qnv stays (nghttp2 copied it): a mirror copies it at the request's end */
     int32_t id = nghttp2_submit_request(up->ng, NULL, s->qnv, s->nqnv, body ? &dp : NULL, s);
-    veil_free(s->qnv);
-    s->qnv = NULL;
     if (id < 0) {
         unhook(s);
         wp__h2s_up_closed(s, NGHTTP2_INTERNAL_ERROR, true, nghttp2_strerror(id));

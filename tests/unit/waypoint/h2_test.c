@@ -1132,10 +1132,17 @@ static void test_grpc_mirror(void **state)
     }
     veil_log_set_level(VEIL_LOG_DEBUG); /* a failed mirror would say why */
     wait_pod_requests(e, 1, 3, 3 * n);
+    /* and once the tunnel to web-v1 is up */
+    for (int i = 0; i < 2; i++) {
+        struct cstream *c = request(e, "POST", "/echo.Echo/Unary", true, msg, n, true);
+        run(e);
+        assert_string_equal(c->grpc_status, "0");
+    }
+    wait_pod_requests(e, 1, 5, 5 * n);
     veil_log_set_level(VEIL_LOG_INFO);
-    assert_int_equal(e->pods[0].requests, 3);
-    assert_int_equal(e->pods[1].requests, 3);
-    assert_int_equal(e->pods[1].body_bytes, 3 * n);
+    assert_int_equal(e->pods[0].requests, 5);
+    assert_int_equal(e->pods[1].requests, 5);
+    assert_int_equal(e->pods[1].body_bytes, 5 * n);
     assert_string_equal(e->pods[1].last_path, "/echo.Echo/Unary");
 }
 
