@@ -83,12 +83,24 @@ struct wp_h2s {
     struct veil_timer timer; /* the route's request timeout */
     struct veil_route_match rm;
     const struct veil_route_filters *be_filters; /* the picked backendRef's, or NULL */
-    /* RequestMirror filters that hit, and the body kept for them (at most
-     * WP_REPLAY_MAX; mcopy_over: it did not fit) */
+    /* RequestMirror filters that hit */
     const struct veil_route_mirror *mirrors[WP_REQ_MIRRORS];
     unsigned nmirrors;
-    struct wp_buf mcopy;
-    bool mcopy_over;
+    /* the request body kept for retries and mirrors, until the response
+     * starts (at most WP_REPLAY_MAX; qcopy_over: it did not fit) */
+    struct wp_buf qcopy;
+    bool qcopy_over;
+    /* attempts (as HTTP/1.1's, wp-int.h) */
+    unsigned attempts, connect_retries, retry_max;
+    const uint16_t *retry_codes; /* the route's */
+    size_t nretry_codes;
+    uint64_t backoff_ms, attempt_timeout_ms;
+    uint16_t svc_port;                  /* the backend's port */
+    const struct veil_wp_bal_ep *avoid; /* the endpoint the last attempt failed on */
+    bool retrying;                      /* this attempt is a retry the budget counts */
+    struct veil_timer try_timer;        /* a retry's backoff, then the attempt's timeout */
+    uint64_t q_sent, q_credited;        /* body bytes sent by this attempt; given back
+                                           to the client (window) so far */
     /* for telemetry and the access log */
     char method[16], path[256], authority[256];
     char backend[300], dst_wl[300], dst_ns[64], dst_principal[300];

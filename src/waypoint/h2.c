@@ -188,6 +188,7 @@ static void request_done(struct wp_h2s *s)
         .ep_port = s->ep_port,
         .backend = s->backend,
         .traceparent = s->traceparent,
+        .retried = s->attempts > 0,
     };
     wp__record(c, &rec);
 }
@@ -201,8 +202,13 @@ static void ep_done(struct wp_h2s *s, int status)
     if (s->bal_ep == NULL)
         return;
     enum veil_wp_bal_outcome o = status < 0 ? VEIL_WP_BAL_CANCEL : veil_wp_bal_outcome_of(status);
+    s->avoid = status >= 0 && o != VEIL_WP_BAL_OK ? s->bal_ep : NULL;
     veil_wp_bal_done(s->bal_set, s->bal_ep, o, veil_loop_now(s->h->c->wp->env.loop));
     s->bal_ep = NULL;
+    if (s->retrying) {
+        veil_wp_bal_retry_done(s->bal_set);
+        s->retrying = false;
+    }
 }
 
 void wp__h2_kick(struct wp_h2c *h);
@@ -215,13 +221,14 @@ static void stream_free(struct wp_h2s *s)
     if (s->up != NULL)
         wp__h2up_detach(s, s->p_eof ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
     veil_timer_stop(&s->timer);
+    veil_timer_stop(&s->try_timer);
     veil_route_release(&s->rm);
     wp__h2_hdrs_free(&s->qh);
     wp__h2_hdrs_free(&s->qt);
     wp__h2_hdrs_free(&s->ph);
     wp__buf_free(&s->qbody);
     wp__buf_free(&s->pbody);
-    wp__buf_free(&s->mcopy);
+    wp__buf_free(&s->qcopy);
     veil_free(s->qnv);
     wp__link_del(&s->link);
     h->nstreams--;
@@ -325,6 +332,7 @@ static void reply_hdr(struct wp_h2s *s, int status, int grpc, const char *msg, c
 {
     s->flags = flags;
     veil_timer_stop(&s->timer);
+    veil_timer_stop(&s->try_timer);
     if (s->up != NULL)
         wp__h2up_detach(s, NGHTTP2_CANCEL);
     if (!s->q_eof)
@@ -383,6 +391,17 @@ static void stream_timeout(struct veil_timer *t)
     if (s->up != NULL)
         wp__h2up_detach(s, NGHTTP2_CANCEL);
     ds_reset(s, NGHTTP2_CANCEL);
+}
+
+static bool retry(struct wp_h2s *s, int status, bool connect);
+
+/* timeouts.backendRequest: the attempt is given up (retried if it may). */
+static void attempt_timeout(struct veil_timer *t)
+{
+    struct wp_h2s *s = VEIL_CONTAINER_OF(t, struct wp_h2s, try_timer);
+    ep_done(s, 0);
+    if (s->p_started || !retry(s, 0, false))
+        stream_timeout(&s->timer);
 }
 
 /* ---- the request's stages ---- */
@@ -518,7 +537,7 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
     struct wp_conn *c = s->h->c;
     struct veil_wp *wp = c->wp;
     *svc = veil_node_cfg_svc_by_vip(wp->env.cfg, c->vip.sin_addr);
-    *port = c->port;
+    *port = s->svc_port = c->port;
     snprintf(s->backend, sizeof(s->backend), "%s/%s", c->svc_ns, c->svc_name);
     if (*svc == NULL) {
         reply(s, 503, 14, "no such service", "NR");
@@ -564,7 +583,7 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
         return -1;
     }
     *svc = veil_node_cfg_svc_by_name(wp->env.cfg, b->ns, b->name);
-    *port = b->port ? b->port : c->port;
+    *port = s->svc_port = b->port ? b->port : c->port;
     snprintf(s->backend, sizeof(s->backend), "%s/%s", b->ns, b->name);
     if (*svc == NULL) {
         reply(s, 500, 13, "backend service not found", "NR");
@@ -575,12 +594,15 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
         return -1;
     wp__mirrors_hit(wp, &rule->filters, s->mirrors, &s->nmirrors);
     wp__mirrors_hit(wp, b->filters, s->mirrors, &s->nmirrors);
-    /* no retries on HTTP/2: the one attempt ends at the sooner of the two */
-    uint64_t t = rule->request_timeout_ms;
-    if (rule->backend_timeout_ms > 0 && (t == 0 || rule->backend_timeout_ms < t))
-        t = rule->backend_timeout_ms;
-    if (t > 0)
-        veil_timer_start(wp->env.loop, &s->timer, t, 0, stream_timeout);
+    s->attempt_timeout_ms = rule->backend_timeout_ms;
+    if (rule->retry.set) {
+        s->retry_max = rule->retry.attempts;
+        s->retry_codes = rule->retry.codes;
+        s->nretry_codes = rule->retry.ncodes;
+        s->backoff_ms = rule->retry.backoff_ms;
+    }
+    if (rule->request_timeout_ms > 0)
+        veil_timer_start(wp->env.loop, &s->timer, rule->request_timeout_ms, 0, stream_timeout);
     return 0;
 }
 
@@ -588,6 +610,7 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
 static int upstream_head(struct wp_h2s *s)
 {
     size_t k;
+    veil_free(s->qnv); /* a retry's */
     s->qnv = wp__h2_hdrs_nv(&s->qh, 1, true, &k);
     if (s->qnv == NULL)
         return -ENOMEM;
@@ -600,7 +623,7 @@ static void endpoint(struct wp_h2s *s, struct veil_node_svc *svc, uint16_t port)
 {
     struct wp_conn *c = s->h->c;
     struct wp_target t;
-    if (wp__ep_pick(c, svc, port, &t) != 0) {
+    if (wp__ep_pick(c, svc, port, s->avoid, &t) != 0) {
         reply(s, 503, 14, "no healthy upstream", "UH");
         return;
     }
@@ -623,7 +646,76 @@ static void endpoint(struct wp_h2s *s, struct veil_node_svc *svc, uint16_t port)
         reply(s, 500, 13, "out of memory", "-");
         return;
     }
+    if (s->attempt_timeout_ms > 0)
+        veil_timer_start(c->wp->env.loop, &s->try_timer, s->attempt_timeout_ms, 0, attempt_timeout);
     wp__h2up_attach(up, s);
+}
+
+/* ---- retries (as HTTP/1.1's: docs/waypoint.md, "The request pipeline") ---- */
+
+static bool retry_code(const struct wp_h2s *s, int status)
+{
+    for (size_t i = 0; i < s->nretry_codes; i++)
+        if (s->retry_codes[i] == status)
+            return true;
+    return false;
+}
+
+static void try_again(struct veil_timer *t)
+{
+    struct wp_h2s *s = VEIL_CONTAINER_OF(t, struct wp_h2s, try_timer);
+    struct veil_wp *wp = s->h->c->wp;
+    char ns[64];
+    const char *slash = strchr(s->backend, '/');
+    snprintf(ns, sizeof(ns), "%.*s", slash != NULL ? (int)(slash - s->backend) : 0, s->backend);
+    struct veil_node_svc *svc =
+        slash != NULL ? veil_node_cfg_svc_by_name(wp->env.cfg, ns, slash + 1) : NULL;
+    if (svc == NULL) {
+        reply(s, 503, 14, "backend service not found", "UH");
+        return;
+    }
+    wp__buf_free(&s->qbody); /* the whole body again, from the copy */
+    if (wp__buf_put(&s->qbody, wp__buf_data(&s->qcopy), wp__buf_len(&s->qcopy), WP_H2_WINDOW + 1) !=
+        0) {
+        reply(s, 500, 13, "out of memory", "-");
+        return;
+    }
+    s->q_sent = 0;
+    endpoint(s, svc, s->svc_port);
+    wp__h2_kick(s->h);
+}
+
+/*
+ * The attempt of s failed before the response started: `status` its
+ * response (a 5xx, say), 0 for none (reset, timeout), `connect` if it never
+ * reached the endpoint. Retries it, after a backoff, when the request is
+ * complete and kept whole and the route (or, for connect failures, the
+ * default) allows one more; a status retry also needs the retry budget.
+ * true if a retry is coming. The balancer's verdict (ep_done) comes first.
+ */
+static bool retry(struct wp_h2s *s, int status, bool connect)
+{
+    if (!s->q_eof || s->qcopy_over || s->q_trailers || s->h->dead)
+        return false;
+    if (status > 0) {
+        if (s->attempts >= s->retry_max || !retry_code(s, status) || s->bal_set == NULL ||
+            !veil_wp_bal_retry_start(s->bal_set))
+            return false;
+        s->retrying = true;
+        s->flags = "URX";
+    } else if (connect && s->connect_retries < WP_CONNECT_RETRIES) {
+        s->connect_retries++;
+    } else if (connect || s->attempts >= s->retry_max) {
+        return false;
+    }
+    s->attempts++;
+    if (s->up != NULL)
+        wp__h2up_detach(s, NGHTTP2_CANCEL);
+    wp__h2_hdrs_free(&s->ph);
+    struct veil_wp *wp = s->h->c->wp;
+    veil_timer_start(wp->env.loop, &s->try_timer, wp__backoff(wp, s->backoff_ms, s->attempts - 1),
+                     0, try_again);
+    return true;
 }
 
 /* The request head of s is complete: its stages, then the upstream. */
@@ -690,6 +782,21 @@ void wp__h2s_up_headers(struct wp_h2s *s, bool end)
         return;
     }
     uint16_t status = status_of(&s->ph);
+    if (status >= 200 && s->nretry_codes > 0 && retry_code(s, status)) {
+        ep_done(s, status);
+        if (retry(s, status, false)) {
+            VEIL_DEBUG(LOG, "conn %llu: stream %d: retrying %s after %u",
+                       (unsigned long long)s->h->c->id, (int)s->ds_id, s->backend, status);
+            return;
+        }
+    }
+    if (status >= 200) {
+        veil_timer_stop(&s->try_timer);
+        if (s->nmirrors == 0) { /* no retry from here on: the copy is not needed */
+            wp__buf_free(&s->qcopy);
+            s->qcopy_over = true;
+        }
+    }
     size_t k;
     nghttp2_nv *nv = wp__h2_hdrs_nv(&s->ph, 0, false, &k);
     int rv = -1;
@@ -752,6 +859,9 @@ void wp__h2s_up_closed(struct wp_h2s *s, uint32_t code, bool connect, const char
               s->backend, why);
     ep_done(s, 0);
     if (!s->p_started) {
+        veil_timer_stop(&s->try_timer);
+        if (retry(s, 0, connect))
+            return;
         reply(s, 503, 14, connect ? "upstream connect error" : "upstream reset before headers",
               connect ? "UF" : "UR");
         return;
@@ -801,12 +911,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
  * body was kept whole and its head went upstream. */
 static void mirror(struct wp_h2s *s)
 {
-    bool whole = !s->mcopy_over && !s->local && s->qnv != NULL;
+    bool whole = !s->qcopy_over && !s->local && s->qnv != NULL;
     for (unsigned i = 0; i < s->nmirrors; i++)
-        wp__mirror_h2(s->h->c, s->mirrors[i], s->qnv, s->nqnv, wp__buf_data(&s->mcopy),
-                      wp__buf_len(&s->mcopy), whole);
+        wp__mirror_h2(s->h->c, s->mirrors[i], s->qnv, s->nqnv, wp__buf_data(&s->qcopy),
+                      wp__buf_len(&s->qcopy), whole);
     s->nmirrors = 0;
-    wp__buf_free(&s->mcopy);
 }
 
 static void request_ended(struct wp_h2s *s)
@@ -848,10 +957,9 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume_stream(ng, id, len);
         return 0;
     }
-    if (s->nmirrors > 0 && !s->mcopy_over &&
-        wp__buf_put(&s->mcopy, data, len, WP_REPLAY_MAX) != 0) {
-        s->mcopy_over = true;
-        wp__buf_free(&s->mcopy);
+    if (!s->qcopy_over && wp__buf_put(&s->qcopy, data, len, WP_REPLAY_MAX) != 0) {
+        s->qcopy_over = true;
+        wp__buf_free(&s->qcopy);
     }
     if (wp__buf_put(&s->qbody, data, len, WP_H2_WINDOW + 1) != 0) {
         nghttp2_session_consume_stream(ng, id, len);

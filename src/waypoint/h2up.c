@@ -59,9 +59,12 @@ static ssize_t up_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     size_t n;
     ssize_t rv = wp__h2_body_read(ng, id, buf, len, flags, &s->qbody, s->q_eof,
                                   s->q_trailers ? &s->qt : NULL, &n);
-    if (n > 0) {
-        s->q_bytes += n;
-        nghttp2_session_consume_stream(s->h->ng, s->ds_id, n);
+    s->q_sent += n;
+    if (s->q_sent > s->q_credited) { /* a retry sends again what was given back */
+        size_t d = s->q_sent - s->q_credited;
+        s->q_credited = s->q_sent;
+        s->q_bytes += d;
+        nghttp2_session_consume_stream(s->h->ng, s->ds_id, d);
         wp__h2_kick(s->h);
     }
     return rv;

@@ -306,15 +306,15 @@ void wp__backends_free(struct veil_wp *wp)
 
 /* Picks the endpoint of an attempt (least request among the healthy ones,
  * not the one a retry just failed on) and starts the attempt on it. */
-int wp__ep_pick(struct wp_conn *c, struct veil_node_svc *svc, uint16_t port, struct wp_target *t)
+int wp__ep_pick(struct wp_conn *c, struct veil_node_svc *svc, uint16_t port,
+                const struct veil_wp_bal_ep *avoid, struct wp_target *t)
 {
     struct veil_wp *wp = c->wp;
     struct wp_backend *b = backend_get(wp, svc, port);
     if (b == NULL)
         return -ENOMEM;
-    struct wp_req *r = c->req;
-    struct veil_wp_bal_ep *ep = veil_wp_bal_pick(b->set, veil_loop_now(wp->env.loop), wp__rand(wp),
-                                                 wp__rand(wp), r != NULL ? r->avoid : NULL);
+    struct veil_wp_bal_ep *ep =
+        veil_wp_bal_pick(b->set, veil_loop_now(wp->env.loop), wp__rand(wp), wp__rand(wp), avoid);
     if (ep == NULL)
         return -ENOENT;
     veil_wp_bal_start(b->set, ep);
@@ -379,8 +379,13 @@ bool wp__retry_budget(struct veil_wp *wp, struct wp_req *r)
  * doubling per retry, at most 10x the base, a random point below that. */
 uint64_t wp__backoff_ms(struct veil_wp *wp, struct wp_req *r)
 {
-    uint64_t base = r->backoff_ms ? r->backoff_ms : 25;
-    uint64_t cap = base << (r->attempts < 4 ? r->attempts : 4);
+    return wp__backoff(wp, r->backoff_ms, r->attempts);
+}
+
+uint64_t wp__backoff(struct veil_wp *wp, uint64_t base_ms, unsigned attempts)
+{
+    uint64_t base = base_ms ? base_ms : 25;
+    uint64_t cap = base << (attempts < 4 ? attempts : 4);
     if (cap > 10 * base)
         cap = 10 * base;
     return 1 + wp__rand(wp) % cap;

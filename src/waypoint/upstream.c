@@ -90,7 +90,7 @@ static int pick(struct wp_conn *c, struct wp_req *r, struct wp_target *t)
 {
     struct veil_node_svc *svc = r != NULL ? r->svc : c->svc;
     uint16_t port = r != NULL ? r->svc_port : c->port;
-    if (svc != NULL && wp__ep_pick(c, svc, port, t) == 0)
+    if (svc != NULL && wp__ep_pick(c, svc, port, r != NULL ? r->avoid : NULL, t) == 0)
         return 0;
     if (r != NULL) {
         wp__reply(c, 503, "no healthy upstream\n", "UH", false);

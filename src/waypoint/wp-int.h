@@ -308,7 +308,8 @@ struct wp_target {
     uint16_t port;
     const char *identity, *workload;
 };
-int wp__ep_pick(struct wp_conn *c, struct veil_node_svc *svc, uint16_t port, struct wp_target *t);
+int wp__ep_pick(struct wp_conn *c, struct veil_node_svc *svc, uint16_t port,
+                const struct veil_wp_bal_ep *avoid, struct wp_target *t);
 /* The endpoint an attempt would go to now, without starting one (a
  * mirror's): 0, -ENOENT (none), -ENOMEM. Strings valid until the next
  * configuration update. */
@@ -317,6 +318,9 @@ void wp__backends_free(struct veil_wp *wp);
 void wp__ep_done(struct wp_conn *c, int status);
 bool wp__retry_budget(struct veil_wp *wp, struct wp_req *r);
 uint64_t wp__backoff_ms(struct veil_wp *wp, struct wp_req *r);
+/* The delay before retry number attempts + 1 (Envoy's: base 25 ms or the
+ * route's, doubling, at most 10x, a random point below). */
+uint64_t wp__backoff(struct veil_wp *wp, uint64_t base_ms, unsigned attempts);
 void wp__dial_headers(struct wp_conn *c, struct veil_hbone_dial *d);
 int wp__headers_filtered(const struct wp_req *r, bool response, const struct veil_route_hdr *in,
                          size_t nin, struct veil_route_hdr *out, size_t cap);

@@ -11,6 +11,7 @@
  *                      after the request's end
  *   /reset             RST_STREAM(INTERNAL_ERROR) on the request head
  *   /slow...           200 after 1500 ms
+ *   /fail              503 on pod-b (its request body is kept)
  *   /big               200 with BIG bytes
  *   anything else      200 "ok from <pod>"
  */
@@ -373,6 +374,9 @@ static int pod_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *use
         pod_respond(s, "200", false);
     } else if (strcmp(s->path, "/echo.Echo/Unary") == 0) {
         pod_respond(s, "200", true);
+    } else if (strcmp(s->path, "/fail") == 0 && strcmp(s->pc->pod->name, "pod-b") == 0) {
+        s->blen = (size_t)snprintf(s->body, sizeof(s->body), "fail");
+        pod_respond(s, "503", false);
     } else {
         s->blen = (size_t)snprintf(s->body, sizeof(s->body), "ok from %s", s->pc->pod->name);
         pod_respond(s, "200", false);
@@ -1087,6 +1091,39 @@ static void test_route_filters(void **state)
     assert_string_equal(plain->via, "");
 }
 
+/* A route's retry on 503 hides the failing pod from HTTP/2 clients, and a
+ * retried request reaches the other pod with its whole body again. */
+static void test_route_retry(void **state)
+{
+    struct env *e = *state;
+    char body[1000];
+    memset(body, 'x', sizeof(body));
+    int fails = 0;
+    for (int i = 0; i < 10; i++) {
+        e->ncs = 0; /* the streams before are closed: their slots are reused */
+        struct cstream *c = request(e, "POST", "/fail", false, body, sizeof(body), true);
+        run(e);
+        fails += c->status == 503;
+    }
+    assert_true(fails > 0); /* pod-b fails without the route */
+    config_json(e, "HTTPRoute", "web",
+                "{\"parentRefs\":[{\"group\":\"\",\"kind\":\"Service\",\"name\":\"web\"}],"
+                "\"rules\":[{\"backendRefs\":[{\"name\":\"web\",\"port\":80}],"
+                "\"retry\":{\"attempts\":3,\"codes\":[503],\"backoff\":\"1ms\"}}]}");
+    int a0 = e->pods[0].requests;
+    size_t b0 = e->pods[0].body_bytes;
+    for (int i = 0; i < 20; i++) {
+        e->ncs = 0;
+        struct cstream *c = request(e, "POST", "/fail", false, body, sizeof(body), true);
+        run(e);
+        assert_int_equal(c->status, 200);
+        assert_string_equal(c->body, "ok from pod-a");
+    }
+    /* every request ended on pod-a, each with its whole body once */
+    assert_int_equal(e->pods[0].requests - a0, 20);
+    assert_int_equal(e->pods[0].body_bytes - b0, 20 * sizeof(body));
+}
+
 /* Runs the loop until pod i has received n requests and `bytes` bytes of
  * request bodies, and no mirror is in flight (the guard fails the test if
  * that never comes). */
@@ -1160,6 +1197,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_route_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_grpc_mirror, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
