@@ -285,25 +285,10 @@ static void dial_cb(struct veil_hbone_h2s *h2s, int status, const char *err, voi
 static int dial(struct wp_h2up *up)
 {
     struct wp_conn *c = up->h->c;
-    struct veil_wp *wp = c->wp;
-    struct sockaddr_in dst = {
-        .sin_family = AF_INET,
-        .sin_addr = up->addr,
-        .sin_port = htons(wp->env.upstream_port ? wp->env.upstream_port : VEIL_HBONE_PORT)};
-    char ip[INET_ADDRSTRLEN], key[400], authority[VEIL_HBONE_AUTHORITY_MAX];
-    inet_ntop(AF_INET, &up->addr, ip, sizeof(ip));
-    snprintf(key, sizeof(key), "wp|%s|%s", ip, up->identity);
-    snprintf(authority, sizeof(authority), "%s:%u", ip, up->port);
-    struct veil_hbone_dial d = {
-        .key = key,
-        .tls = wp->env.client_tls,
-        .dst = (const struct sockaddr *)&dst,
-        .dst_len = sizeof(dst),
-        .authority = authority,
-        .server_id = up->identity,
-    };
-    wp__dial_headers(c, &d);
-    up->dialing = veil_hbone_pool_connect(wp->env.pool, &d, dial_cb, up);
+    struct wp_dial w;
+    struct veil_hbone_dial *d = wp__dial_init(&w, c->wp, up->addr, up->port, up->identity);
+    wp__dial_headers(c, d);
+    up->dialing = veil_hbone_pool_connect(c->wp->env.pool, d, dial_cb, up);
     return up->dialing != NULL ? 0 : -errno;
 }
 

@@ -204,29 +204,15 @@ static struct wp_mirror *mirror_new(struct wp_conn *c, const struct veil_route_m
     snprintf(m->principal, sizeof(m->principal), "%s", c->src_principal);
     wp__link_add(&wp->mirrors, &m->link);
     wp->nmirrors++;
-    struct sockaddr_in dst = {
-        .sin_family = AF_INET,
-        .sin_addr = t.addr,
-        .sin_port = htons(wp->env.upstream_port ? wp->env.upstream_port : VEIL_HBONE_PORT)};
-    char ip[INET_ADDRSTRLEN], key[400], authority[VEIL_HBONE_AUTHORITY_MAX];
-    inet_ntop(AF_INET, &t.addr, ip, sizeof(ip));
-    snprintf(key, sizeof(key), "wp|%s|%s", ip, t.identity != NULL ? t.identity : "");
-    snprintf(authority, sizeof(authority), "%s:%u", ip, t.port);
-    struct veil_hbone_dial d = {
-        .key = key,
-        .tls = wp->env.client_tls,
-        .dst = (const struct sockaddr *)&dst,
-        .dst_len = sizeof(dst),
-        .authority = authority,
-        .server_id = t.identity,
-    };
+    struct wp_dial w;
+    struct veil_hbone_dial *d = wp__dial_init(&w, wp, t.addr, t.port, t.identity);
     if (m->principal[0] != '\0') {
         m->hdr = (struct veil_hbone_header){VEIL_HBONE_SOURCE_PRINCIPAL, m->principal};
-        d.headers = &m->hdr;
-        d.nheaders = 1;
+        d->headers = &m->hdr;
+        d->nheaders = 1;
     }
     veil_timer_start(wp->env.loop, &m->timer, WP_MIRROR_MS, 0, timeout);
-    m->dialing = veil_hbone_pool_connect(wp->env.pool, &d, dial_cb, m);
+    m->dialing = veil_hbone_pool_connect(wp->env.pool, d, dial_cb, m);
     if (m->dialing == NULL) {
         finish(m, "error", strerror(errno));
         return NULL;

@@ -15,6 +15,7 @@
 #include "waypoint/balance.h"
 #include "waypoint/route.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 
 #include <stdio.h>
@@ -304,43 +305,67 @@ void wp__backends_free(struct veil_wp *wp)
     }
 }
 
-/* Picks the endpoint of an attempt (least request among the healthy ones,
- * not the one a retry just failed on) and starts the attempt on it. */
+/* The balancer's choice among the endpoints of svc:port (least request
+ * among the healthy ones, not `avoid`), into t; NULL if none. */
+static struct veil_wp_bal_ep *choose(struct veil_wp *wp, struct veil_node_svc *svc, uint16_t port,
+                                     const struct veil_wp_bal_ep *avoid,
+                                     struct veil_wp_bal_set **set, struct wp_target *t)
+{
+    struct wp_backend *b = backend_get(wp, svc, port);
+    struct veil_wp_bal_ep *ep = b != NULL ? veil_wp_bal_pick(b->set, veil_loop_now(wp->env.loop),
+                                                             wp__rand(wp), wp__rand(wp), avoid)
+                                          : NULL;
+    if (ep != NULL) {
+        *set = b->set;
+        *t = (struct wp_target){ep->addr, ep->port, ep->identity, ep->workload};
+    }
+    return ep;
+}
+
+/* Picks the endpoint of an attempt (not the one a retry just failed on)
+ * and starts the attempt on it. */
 int wp__ep_pick(struct wp_conn *c, struct veil_node_svc *svc, uint16_t port,
                 const struct veil_wp_bal_ep *avoid, struct wp_target *t)
 {
-    struct veil_wp *wp = c->wp;
-    struct wp_backend *b = backend_get(wp, svc, port);
-    if (b == NULL)
-        return -ENOMEM;
-    struct veil_wp_bal_ep *ep =
-        veil_wp_bal_pick(b->set, veil_loop_now(wp->env.loop), wp__rand(wp), wp__rand(wp), avoid);
+    struct veil_wp_bal_set *set;
+    struct veil_wp_bal_ep *ep = choose(c->wp, svc, port, avoid, &set, t);
     if (ep == NULL)
         return -ENOENT;
-    veil_wp_bal_start(b->set, ep);
-    c->bal_set = b->set;
+    veil_wp_bal_start(set, ep);
+    c->bal_set = set;
     c->bal_ep = ep;
-    t->addr = ep->addr;
-    t->port = ep->port;
-    t->identity = ep->identity;
-    t->workload = ep->workload;
     return 0;
 }
 
 int wp__ep_peek(struct veil_wp *wp, struct veil_node_svc *svc, uint16_t port, struct wp_target *t)
 {
-    struct wp_backend *b = backend_get(wp, svc, port);
-    if (b == NULL)
-        return -ENOMEM;
-    struct veil_wp_bal_ep *ep =
-        veil_wp_bal_pick(b->set, veil_loop_now(wp->env.loop), wp__rand(wp), wp__rand(wp), NULL);
-    if (ep == NULL)
-        return -ENOENT;
-    t->addr = ep->addr;
-    t->port = ep->port;
-    t->identity = ep->identity;
-    t->workload = ep->workload;
-    return 0;
+    struct veil_wp_bal_set *set;
+    return choose(wp, svc, port, NULL, &set, t) != NULL ? 0 : -ENOENT;
+}
+
+/* The HBONE dial to an endpoint as the waypoint makes it: the pool key
+ * "wp|ip|identity" (one mTLS connection per endpoint identity), authority
+ * ip:port, the endpoint's identity required. */
+struct veil_hbone_dial *wp__dial_init(struct wp_dial *w, struct veil_wp *wp, struct in_addr addr,
+                                      uint16_t port, const char *identity)
+{
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &addr, ip, sizeof(ip));
+    w->dst = (struct sockaddr_in){
+        .sin_family = AF_INET,
+        .sin_addr = addr,
+        .sin_port = htons(wp->env.upstream_port ? wp->env.upstream_port : VEIL_HBONE_PORT)};
+    snprintf(w->key, sizeof(w->key), "wp|%s|%s", ip, identity != NULL ? identity : "");
+    snprintf(w->authority, sizeof(w->authority), "%s:%u", ip, port);
+    w->d = (struct veil_hbone_dial){
+        .key = w->key,
+        .tls = wp->env.client_tls,
+        .dst = (const struct sockaddr *)&w->dst,
+        .dst_len = sizeof(w->dst),
+        .authority = w->authority,
+        .server_id = identity,
+    };
+    return &w->d;
 }
 
 /* The attempt on the picked endpoint ended: status is the response's, 0

@@ -131,27 +131,13 @@ void wp__up_start(struct wp_conn *c)
     up_drop(c, false);
     c->up_addr = ep->addr;
     c->up_port = target;
-    struct sockaddr_in dst = {
-        .sin_family = AF_INET,
-        .sin_addr = ep->addr,
-        .sin_port = htons(c->wp->env.upstream_port ? c->wp->env.upstream_port : VEIL_HBONE_PORT)};
-    char ip[INET_ADDRSTRLEN], key[400], authority[VEIL_HBONE_AUTHORITY_MAX];
-    inet_ntop(AF_INET, &ep->addr, ip, sizeof(ip));
-    snprintf(key, sizeof(key), "wp|%s|%s", ip, ep->identity != NULL ? ep->identity : "");
-    snprintf(authority, sizeof(authority), "%s:%u", ip, target);
-    struct veil_hbone_dial d = {
-        .key = key,
-        .tls = c->wp->env.client_tls,
-        .dst = (const struct sockaddr *)&dst,
-        .dst_len = sizeof(dst),
-        .authority = authority,
-        .server_id = ep->identity,
-    };
-    wp__dial_headers(c, &d);
-    c->dialing = veil_hbone_pool_connect(c->wp->env.pool, &d, dial_cb, c);
+    struct wp_dial w;
+    struct veil_hbone_dial *d = wp__dial_init(&w, c->wp, ep->addr, target, ep->identity);
+    wp__dial_headers(c, d);
+    c->dialing = veil_hbone_pool_connect(c->wp->env.pool, d, dial_cb, c);
     if (c->dialing == NULL) {
         int e = errno;
-        VEIL_WARN(LOG, "conn %llu: cannot dial %s: %s", (unsigned long long)c->id, authority,
+        VEIL_WARN(LOG, "conn %llu: cannot dial %s: %s", (unsigned long long)c->id, w.authority,
                   strerror(e));
         if (r == NULL) {
             wp__conn_close(c, true);

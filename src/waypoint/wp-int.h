@@ -322,6 +322,15 @@ uint64_t wp__backoff_ms(struct veil_wp *wp, struct wp_req *r);
  * route's, doubling, at most 10x, a random point below). */
 uint64_t wp__backoff(struct veil_wp *wp, uint64_t base_ms, unsigned attempts);
 void wp__dial_headers(struct wp_conn *c, struct veil_hbone_dial *d);
+/* An HBONE dial to the endpoint addr:port (identity: the server's), with
+ * its strings in w: returns &w->d. */
+struct wp_dial {
+    struct sockaddr_in dst;
+    char key[400], authority[VEIL_HBONE_AUTHORITY_MAX];
+    struct veil_hbone_dial d;
+};
+struct veil_hbone_dial *wp__dial_init(struct wp_dial *w, struct veil_wp *wp, struct in_addr addr,
+                                      uint16_t port, const char *identity);
 int wp__headers_filtered(const struct wp_req *r, bool response, const struct veil_route_hdr *in,
                          size_t nin, struct veil_route_hdr *out, size_t cap);
 /* The same for any protocol: the header modifiers of f[0] then f[1] (either
