@@ -131,7 +131,8 @@ struct veil_node_cfg {
     struct veil_node_idx svc_by_name; /* "ns/name" -> service item */
     struct veil_node_idx ep_by_ip;    /* endpoint "a.b.c.d" -> a service item listing it */
     struct veil_node_cfg_hooks hooks;
-    struct veil_node_idx wp_by_id; /* SPIFFE ID -> a waypoint workload item with it */
+    struct veil_node_idx wp_by_id;    /* SPIFFE ID -> a waypoint workload item with it */
+    struct veil_node_idx wpsvc_by_id; /* SPIFFE ID -> a Service item whose waypoint has it */
     struct veil_node_cfg_route_hooks route_hooks;
 };
 

@@ -457,6 +457,7 @@ static void sec_clear(struct veil_node_cfg *cfg)
     idx_clear(&cfg->svc_by_name);
     idx_clear(&cfg->ep_by_ip);
     idx_clear(&cfg->wp_by_id);
+    idx_clear(&cfg->wpsvc_by_id);
 }
 
 /* dst's indexes are replaced by src's (which dst then owns). */
@@ -468,6 +469,7 @@ static void sec_move(struct veil_node_cfg *dst, const struct veil_node_cfg *src)
     dst->svc_by_name = src->svc_by_name;
     dst->ep_by_ip = src->ep_by_ip;
     dst->wp_by_id = src->wp_by_id;
+    dst->wpsvc_by_id = src->wpsvc_by_id;
 }
 
 void veil_node_cfg_free(struct veil_node_cfg *cfg)
@@ -499,6 +501,8 @@ static int index_item(struct veil_node_cfg *cfg, struct veil_node_item *it)
         inet_ntop(AF_INET, &it->u.svc->vip, k, sizeof(k));
         rc = idx_put(&cfg->svc_by_vip, k, it, NULL);
     }
+    if (rc == 0 && it->u.svc->has_waypoint && it->u.svc->waypoint.identity != NULL)
+        rc = idx_put(&cfg->wpsvc_by_id, it->u.svc->waypoint.identity, it, NULL);
     return rc;
 }
 
@@ -805,6 +809,12 @@ const struct veil_node_wl *veil_node_cfg_waypoint_by_id(const struct veil_node_c
 {
     const struct veil_node_item *it = id != NULL ? idx_get(&cfg->wp_by_id, id) : NULL;
     return it != NULL ? it->u.wl : NULL;
+}
+
+bool veil_node_cfg_is_waypoint(const struct veil_node_cfg *cfg, const char *id)
+{
+    return id != NULL &&
+           (idx_get(&cfg->wp_by_id, id) != NULL || idx_get(&cfg->wpsvc_by_id, id) != NULL);
 }
 
 struct veil_node_svc *veil_node_cfg_svc_by_name(const struct veil_node_cfg *cfg, const char *ns,

@@ -65,6 +65,12 @@ struct veil_node_svc *veil_node_cfg_svc_by_vip(const struct veil_node_cfg *cfg, 
  * identity is `id`, or NULL: whether a TLS peer is a waypoint. */
 const struct veil_node_wl *veil_node_cfg_waypoint_by_id(const struct veil_node_cfg *cfg,
                                                         const char *id);
+/* Whether SPIFFE ID `id` is a waypoint's: a waypoint workload's (above), or
+ * the identity of the waypoint of a Service in the configuration. A node
+ * has the workloads of its own node only, so the second is how it knows a
+ * waypoint that runs elsewhere; both come from the control plane, which
+ * names a Service's waypoint only from a workload with the label. */
+bool veil_node_cfg_is_waypoint(const struct veil_node_cfg *cfg, const char *id);
 /* The service ns/name, or NULL. */
 struct veil_node_svc *veil_node_cfg_svc_by_name(const struct veil_node_cfg *cfg, const char *ns,
                                                 const char *name);

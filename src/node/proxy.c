@@ -725,7 +725,7 @@ static bool inbound_principal(struct veil_node_conn *c, const struct veil_hbone_
     set_str(c, &c->src_principal, info->peer_id);
     if (v == NULL)
         return true;
-    if (veil_node_cfg_waypoint_by_id(&n->cfg, info->peer_id) == NULL) {
+    if (!veil_node_cfg_is_waypoint(&n->cfg, info->peer_id)) {
         node__refused(n, "untrusted_source_principal");
         VEIL_WARN(LOG, "pod %s/%s: ignored " VEIL_HBONE_SOURCE_PRINCIPAL " from %s: not a waypoint",
                   p->ns, p->name, info->peer_id);

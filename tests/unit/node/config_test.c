@@ -333,6 +333,28 @@ static void service_waypoint_parsed(void **state)
     /* The waypoint workload removed: the identity is no longer a waypoint's. */
     assert_int_equal(apply(&cfg, "{\"version\":4,\"removals\":[\"Workload/default/wp\"]}", err), 0);
     assert_null(veil_node_cfg_waypoint_by_id(&cfg, WP_ID));
+    assert_false(veil_node_cfg_is_waypoint(&cfg, WP_ID));
+    veil_node_cfg_free(&cfg);
+}
+
+/* A node that has not the waypoint's workload (it runs on another node)
+ * knows the waypoint from the Services that name it. */
+static void waypoint_known_from_services(void **state)
+{
+    (void)state;
+    struct veil_node_cfg cfg;
+    char err[256] = "";
+    veil_node_cfg_init(&cfg, NULL);
+    const char *u =
+        "{\"version\":1,\"full\":true,\"upserts\":[" SVC_WP(WAYPOINT("198.18.1.12", WP_ID)) "]}";
+    assert_int_equal(apply(&cfg, u, err), 0);
+    assert_null(veil_node_cfg_waypoint_by_id(&cfg, WP_ID));
+    assert_true(veil_node_cfg_is_waypoint(&cfg, WP_ID));
+    assert_false(veil_node_cfg_is_waypoint(&cfg, "spiffe://cluster.local/ns/default/sa/web"));
+    assert_false(veil_node_cfg_is_waypoint(&cfg, NULL));
+    /* the Service no longer uses it */
+    assert_int_equal(apply(&cfg, "{\"version\":2,\"upserts\":[" SVC_WP("null") "]}", err), 0);
+    assert_false(veil_node_cfg_is_waypoint(&cfg, WP_ID));
     veil_node_cfg_free(&cfg);
 }
 
@@ -457,6 +479,7 @@ int main(void)
         cmocka_unit_test(save_and_load),
         cmocka_unit_test(allocation_failures),
         cmocka_unit_test(service_waypoint_parsed),
+        cmocka_unit_test(waypoint_known_from_services),
         cmocka_unit_test(bad_waypoint_refused),
         cmocka_unit_test(route_hooks),
     };
