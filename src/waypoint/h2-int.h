@@ -95,7 +95,9 @@ struct wp_h2s {
     const uint16_t *retry_codes; /* the route's */
     size_t nretry_codes;
     uint64_t backoff_ms, attempt_timeout_ms;
-    uint16_t svc_port;                  /* the backend's port */
+    const char *svc_ns,
+        *svc_name;     /* the backend Service (the connection's, or the route's held by rm) */
+    uint16_t svc_port; /* ... and its port */
     const struct veil_wp_bal_ep *avoid; /* the endpoint the last attempt failed on */
     bool retrying;                      /* this attempt is a retry the budget counts */
     struct veil_timer try_timer;        /* a retry's backoff, then the attempt's timeout */

@@ -443,6 +443,21 @@ static bool authorized(struct wp_h2s *s, const struct veil_authz_header *ah, siz
                              nh);
 }
 
+/* Whether the route of s (rule or backendRef) edits request or response
+ * heads. */
+static bool has_mods(const struct wp_h2s *s, bool response)
+{
+    const struct veil_route_filters *f[2] = {&s->rm.rule->filters, s->be_filters};
+    for (int i = 0; i < 2; i++) {
+        const struct veil_route_header_mod *m = f[i] == NULL ? NULL
+                                                : response   ? &f[i]->response_headers
+                                                             : &f[i]->request_headers;
+        if (m != NULL && m->nset + m->nadd + m->nremove > 0)
+            return true;
+    }
+    return false;
+}
+
 /*
  * `in` with the route's edits, in `out` (empty): pseudo-header fields first,
  * :path and :authority replaced by `path` and `authority` when given; then
@@ -494,14 +509,8 @@ static int request_edits(struct wp_h2s *s, const char *path, size_t path_len)
     const struct veil_route_filters *f[2] = {&s->rm.rule->filters, s->be_filters};
     char newpath[4096];
     const char *p = NULL, *host = NULL;
-    bool mods = false;
     for (int i = 0; i < 2; i++) {
-        if (f[i] == NULL)
-            continue;
-        mods |= f[i]->request_headers.nset + f[i]->request_headers.nadd +
-                    f[i]->request_headers.nremove >
-                0;
-        if (!f[i]->has_rewrite)
+        if (f[i] == NULL || !f[i]->has_rewrite)
             continue;
         const struct veil_route_rewrite *rw = &f[i]->rewrite;
         if (rw->path.type != VEIL_ROUTE_PATH_KEEP) {
@@ -515,7 +524,7 @@ static int request_edits(struct wp_h2s *s, const char *path, size_t path_len)
         if (rw->hostname != NULL)
             host = rw->hostname;
     }
-    if (p == NULL && host == NULL && !mods)
+    if (p == NULL && host == NULL && !has_mods(s, false))
         return 0;
     struct wp_h2_hdrs out = {0};
     int rc = hdrs_edited(s, &s->qh, false, p, host, &out);
@@ -538,6 +547,8 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
     struct veil_wp *wp = c->wp;
     *svc = veil_node_cfg_svc_by_vip(wp->env.cfg, c->vip.sin_addr);
     *port = s->svc_port = c->port;
+    s->svc_ns = c->svc_ns;
+    s->svc_name = c->svc_name;
     snprintf(s->backend, sizeof(s->backend), "%s/%s", c->svc_ns, c->svc_name);
     if (*svc == NULL) {
         reply(s, 503, 14, "no such service", "NR");
@@ -584,6 +595,8 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
     }
     *svc = veil_node_cfg_svc_by_name(wp->env.cfg, b->ns, b->name);
     *port = s->svc_port = b->port ? b->port : c->port;
+    s->svc_ns = b->ns;
+    s->svc_name = b->name;
     snprintf(s->backend, sizeof(s->backend), "%s/%s", b->ns, b->name);
     if (*svc == NULL) {
         reply(s, 500, 13, "backend service not found", "NR");
@@ -665,11 +678,7 @@ static void try_again(struct veil_timer *t)
 {
     struct wp_h2s *s = VEIL_CONTAINER_OF(t, struct wp_h2s, try_timer);
     struct veil_wp *wp = s->h->c->wp;
-    char ns[64];
-    const char *slash = strchr(s->backend, '/');
-    snprintf(ns, sizeof(ns), "%.*s", slash != NULL ? (int)(slash - s->backend) : 0, s->backend);
-    struct veil_node_svc *svc =
-        slash != NULL ? veil_node_cfg_svc_by_name(wp->env.cfg, ns, slash + 1) : NULL;
+    struct veil_node_svc *svc = veil_node_cfg_svc_by_name(wp->env.cfg, s->svc_ns, s->svc_name);
     if (svc == NULL) {
         reply(s, 503, 14, "backend service not found", "UH");
         return;
@@ -752,18 +761,6 @@ static void stream_begin(struct wp_h2s *s)
 
 /* ---- from the upstream (h2up.c) ---- */
 
-/* Whether the route of s edits response heads. */
-static bool response_mods(const struct wp_h2s *s)
-{
-    const struct veil_route_filters *f[2] = {&s->rm.rule->filters, s->be_filters};
-    for (int i = 0; i < 2; i++)
-        if (f[i] != NULL && f[i]->response_headers.nset + f[i]->response_headers.nadd +
-                                    f[i]->response_headers.nremove >
-                                0)
-            return true;
-    return false;
-}
-
 static uint16_t status_of(const struct wp_h2_hdrs *b)
 {
     char st[8];
@@ -782,7 +779,7 @@ void wp__h2s_up_headers(struct wp_h2s *s, bool end)
         return;
     }
     uint16_t status = status_of(&s->ph);
-    if (status >= 200 && s->nretry_codes > 0 && retry_code(s, status)) {
+    if (status >= 200 && retry_code(s, status)) {
         ep_done(s, status);
         if (retry(s, status, false)) {
             VEIL_DEBUG(LOG, "conn %llu: stream %d: retrying %s after %u",
@@ -804,7 +801,7 @@ void wp__h2s_up_headers(struct wp_h2s *s, bool end)
         rv = status == 101
                  ? 0
                  : nghttp2_submit_headers(ng, NGHTTP2_FLAG_NONE, s->ds_id, NULL, nv, k, NULL);
-    } else if (nv != NULL && s->rm.rule != NULL && response_mods(s)) {
+    } else if (nv != NULL && s->rm.rule != NULL && has_mods(s, true)) {
         struct wp_h2_hdrs out = {0};
         veil_free(nv);
         nv = NULL;
