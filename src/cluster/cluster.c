@@ -126,20 +126,29 @@ static int ip_forward(struct build *b, const char *netns)
     return rc < 0 ? -1 : 0;
 }
 
+/* Locally administered, 02:00 then 198.18 (c6:12), then the subnet's
+ * third octet and .1: the gateway's address. */
+#define HUB_BRIDGE_MAC  "02:00:c6:12:00:01"
+#define NODE_BRIDGE_MAC "02:00:c6:12:%02x:01"
+
 static int make_hub(struct build *b)
 {
     if (mk_netns(b, b->hub) < 0)
         return -1;
     return cluster__ip_batch(b->hub,
                              "link set lo up\n"
-                             "link add br0 type bridge\n"
+                             "link add br0 address " HUB_BRIDGE_MAC " type bridge\n"
                              "addr add " CONTROL_ADDR "/24 dev br0\n"
                              "link set br0 up\n",
                              b->err, b->errlen);
 }
 
 /* Node i: eth0 198.18.0.(10+i) on the hub's bridge, br0 198.18.i.1/24 for
- * its pods, a route to every other node's pod subnet. */
+ * its pods, a route to every other node's pod subnet. Each bridge has a
+ * fixed MAC address: a bridge without one takes its lowest port's, so
+ * adding or deleting a pod's veth would change the gateway's MAC under
+ * the other pods, whose neighbour entries then point nowhere for up to
+ * half a minute (packets to other nodes lost, tunnels stalled). */
 static int make_node(struct build *b, int i, int k)
 {
     char netns[64], peer[16], batch[16384];
@@ -161,10 +170,10 @@ static int make_node(struct build *b, int i, int k)
                          "link set lo up\n"
                          "addr add 198.18.0.%d/24 dev eth0\n"
                          "link set eth0 up\n"
-                         "link add br0 type bridge\n"
+                         "link add br0 address " NODE_BRIDGE_MAC " type bridge\n"
                          "addr add 198.18.%d.1/24 dev br0\n"
                          "link set br0 up\n",
-                         10 + i, i);
+                         10 + i, i, i);
     for (int j = 1; j <= k; j++) {
         if (j != i)
             n += cluster__fmt(batch + n, sizeof(batch) - (size_t)n,

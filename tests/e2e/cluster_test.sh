@@ -3,7 +3,8 @@
 # hub, two nodes and the control plane; a python http.server pod on node-2
 # answers a curl from a pod on node-1 (both --no-mesh) through `veil exec`;
 # `veil logs` shows the server's output; a meshed pod without a node proxy
-# is refused and rolled back; `veil cluster delete` leaves nothing behind.
+# is refused and rolled back; each bridge keeps a fixed MAC address as pods
+# come and go; `veil cluster delete` leaves nothing behind.
 # Needs root (network namespaces): skipped otherwise.
 . "$(dirname "$0")/lib.sh"
 
@@ -75,6 +76,12 @@ ip netns list | grep -q "veil-$C-pod-1-11" && fail "meshed pod netns left"
 # veil rm, then delete everything.
 "$VEIL" rm --cluster "$C" web >/dev/null || fail "rm web"
 ip netns list | grep -q "veil-$C-pod-2-10" && fail "rm left the netns"
+# Each bridge keeps its own MAC address as pods come and go (a bridge
+# without one takes its lowest port's, and the pods' gateway entries go stale).
+mac() { ip -n "$1" -o link show br0 | sed -n 's|.*link/ether \([0-9a-f:]*\).*|\1|p'; }
+[ "$(mac "veil-$C")" = 02:00:c6:12:00:01 ] || fail "hub bridge MAC $(mac "veil-$C")"
+[ "$(mac "veil-$C-node-1")" = 02:00:c6:12:01:01 ] || fail "node-1 bridge MAC $(mac "veil-$C-node-1")"
+[ "$(mac "veil-$C-node-2")" = 02:00:c6:12:02:01 ] || fail "node-2 bridge MAC $(mac "veil-$C-node-2")"
 CPID=$(cat "/run/veil/$C/control.pid")
 "$VEIL" cluster delete --name "$C" >"$E2E_TMP/del" 2>&1 || fail "delete: $(cat "$E2E_TMP/del")"
 ip netns list | grep -q "veil-$C" && fail "netns left: $(ip netns list | grep "veil-$C")"
