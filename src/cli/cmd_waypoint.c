@@ -431,17 +431,18 @@ static int find_waypoint(const struct wp_args *a, struct veil_cluster_pod *p)
     return 0;
 }
 
-/* Whether every connected node proxy (waypoints aside) has applied the
- * control plane's current version. */
+/* Whether every connected node proxy (waypoints aside) has acknowledged
+ * the last version the control plane sent it ("upToDate"; a version that
+ * changes nothing on a node is never sent to it, so its "acked" may stay
+ * below the control plane's version). The control plane sends once the
+ * change's callback returns, before it answers the next request. */
 static bool nodes_synced(const char *state)
 {
     json_t *req = json_pack("{s:s}", "op", "status"), *resp = NULL;
     char err[256];
     bool synced = false;
     if (req != NULL && veil_cli_admin_call(state, req, &resp, err, sizeof(err)) == 0) {
-        const json_t *st = json_object_get(resp, "status");
-        json_int_t version = json_integer_value(json_object_get(st, "version"));
-        const json_t *nodes = json_object_get(st, "nodes");
+        const json_t *nodes = json_object_get(json_object_get(resp, "status"), "nodes");
         synced = true;
         for (size_t i = 0; i < json_array_size(nodes); i++) {
             const json_t *n = json_array_get(nodes, i);
@@ -449,7 +450,7 @@ static bool nodes_synced(const char *state)
             if (!json_is_true(json_object_get(n, "connected")) || name == NULL ||
                 strncmp(name, "wp.", 3) == 0)
                 continue;
-            if (json_integer_value(json_object_get(n, "acked")) < version)
+            if (!json_is_true(json_object_get(n, "upToDate")))
                 synced = false;
         }
     }
