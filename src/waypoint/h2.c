@@ -627,7 +627,11 @@ static int upstream_head(struct wp_h2s *s)
     s->qnv = wp__h2_hdrs_nv(&s->qh, 1, true, &k);
     if (s->qnv == NULL)
         return -ENOMEM;
-    s->qnv[k++] = mknv("traceparent", s->traceparent);
+    /* New on every request: not indexed, so it neither evicts the
+     * headers that repeat from the HPACK tables nor is inserted on both
+     * sides for nothing. */
+    s->qnv[k] = mknv("traceparent", s->traceparent);
+    s->qnv[k++].flags = NGHTTP2_NV_FLAG_NO_INDEX;
     s->nqnv = k;
     return 0;
 }
