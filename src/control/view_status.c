@@ -128,12 +128,15 @@ static int add_waypoints(struct veil_views *v, const struct list *wls, const str
 
 /* ---- routes ----------------------------------------------------------------------- */
 
+/* "Service shop/web:8080", then " (sectionName http)" when one is given */
 static void ref_text(const struct veil_res_ref *r, char *buf, size_t n)
 {
+    char port[8] = "";
     if (r->port != 0)
-        snprintf(buf, n, "%s %s/%s:%u", r->kind, r->ns, r->name, (unsigned)r->port);
-    else
-        snprintf(buf, n, "%s %s/%s", r->kind, r->ns, r->name);
+        snprintf(port, sizeof(port), ":%u", (unsigned)r->port);
+    snprintf(buf, n, "%s %s/%s%s%s%s%s", r->kind, r->ns, r->name, port,
+             r->section_name != NULL ? " (sectionName " : "",
+             r->section_name != NULL ? r->section_name : "", r->section_name != NULL ? ")" : "");
 }
 
 static bool is_service_ref(const struct veil_res_ref *r)
@@ -147,6 +150,19 @@ static bool has_port(const struct veil_res *svc, uint16_t port)
         if (svc->u.svc.ports[i].port == port)
             return true;
     return port == 0;
+}
+
+/* The port of svc that parentRef p's sectionName names (and p's port,
+ * when both are given, numbers): true when there is one, or no sectionName. */
+static bool has_section(const struct veil_res *svc, const struct veil_res_ref *p)
+{
+    if (p->section_name == NULL)
+        return true;
+    for (size_t i = 0; i < svc->u.svc.nports; i++)
+        if (strcmp(svc->u.svc.ports[i].name, p->section_name) == 0 &&
+            (p->port == 0 || svc->u.svc.ports[i].port == p->port))
+            return true;
+    return false;
 }
 
 static const struct veil_res *service_of(const struct veil_store *s, const struct veil_res_ref *r)
@@ -198,6 +214,12 @@ static void parent_check(struct veil_views *v, const struct veil_store *st,
         snprintf(why, n, "Service %s/%s not found", p->ns, p->name);
     else if (!has_port(svc, p->port))
         snprintf(why, n, "Service %s/%s has no port %u", p->ns, p->name, (unsigned)p->port);
+    else if (!has_section(svc, p) && p->port != 0)
+        snprintf(why, n, "Service %s/%s has no port %u named %s (sectionName)", p->ns, p->name,
+                 (unsigned)p->port, p->section_name);
+    else if (!has_section(svc, p))
+        snprintf(why, n, "Service %s/%s has no port named %s (sectionName)", p->ns, p->name,
+                 p->section_name);
     else
         waypoint_check(v, svc, why, n, wp, wn);
 }

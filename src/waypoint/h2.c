@@ -569,6 +569,7 @@ static int route(struct wp_h2s *s, const struct veil_route_hdr *rh, size_t nh,
                                .headers = rh,
                                .nheaders = nh,
                                .port = c->port,
+                               .port_name = wp__port_name(*svc, c->port),
                                .grpc = s->grpc};
     enum veil_route_verdict v =
         veil_route_find(wp->routes, c->svc_ns, c->svc_name, c->port, &q, &s->rm);

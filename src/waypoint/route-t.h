@@ -49,9 +49,11 @@ struct veil_route_req {
     size_t authority_len;
     const struct veil_route_hdr *headers; /* every field; pseudo-headers left out */
     size_t nheaders;
-    const char *scheme; /* "http" or "https"; NULL = "http" (redirects only) */
-    uint16_t port;      /* the service port dialled (redirects only); 0 = unknown */
-    bool grpc;          /* content-type application/grpc*: GRPCRoutes apply */
+    const char *scheme;    /* "http" or "https"; NULL = "http" (redirects only) */
+    uint16_t port;         /* the service port dialled (redirects only); 0 = unknown */
+    const char *port_name; /* its name in the Service (a parentRef's sectionName
+                              matches it); NULL or "" = none */
+    bool grpc;             /* content-type application/grpc*: GRPCRoutes apply */
 };
 
 /* A header to set or add (filter data: NUL-terminated; names lower case). */

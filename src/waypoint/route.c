@@ -59,7 +59,8 @@ struct veil_route__match {
 
 struct parent {
     const char *ns, *name;
-    uint16_t port; /* 0 = every port */
+    uint16_t port;       /* 0 = every port */
+    const char *section; /* sectionName: the Service port's name; NULL = every port */
 };
 
 struct re_node {
@@ -1220,9 +1221,9 @@ static int compile_parents(struct cc *c, const json_t *spec)
             return rc;
         if (group == NULL || *group != '\0' || kind == NULL || strcmp(kind, "Service") != 0)
             continue; /* a Gateway (or other) parent: not ours */
-        if (json_object_get(e, "sectionName") != NULL)
-            note(c, p,
-                 "sectionName (a port name) is not resolved: the route applies to every port");
+        const char *section;
+        if ((rc = opt_str(c, e, "sectionName", p, &section)) != 0)
+            return rc;
         if (ns != NULL && strcmp(ns, c->r->ns) != 0) {
             note(c, p, "a Service of another namespace (consumer route) is not supported: ignored");
             continue;
@@ -1230,8 +1231,10 @@ static int compile_parents(struct cc *c, const json_t *spec)
         ps[n].ns = c->r->ns;
         ps[n].name = dup(c, name);
         ps[n].port = (uint16_t)port;
-        if (ps[n++].name == NULL)
+        ps[n].section = section != NULL ? dup(c, section) : NULL;
+        if (ps[n].name == NULL || (section != NULL && ps[n].section == NULL))
             return nomem(c);
+        n++;
     }
     if (n == 0)
         note(c, "spec.parentRefs", "no Service parentRef: the route applies to no request here");
@@ -1634,12 +1637,16 @@ static bool beats(const struct cand *a, const struct cand *b)
     return a->rule->index < b->rule->index;
 }
 
-static bool attached(const struct veil_route *r, const char *ns, const char *name, uint16_t port)
+/* Whether r attaches to Service ns/name on the port dialled: a parentRef's
+ * port and sectionName (the port's name), when given, must both match. */
+static bool attached(const struct veil_route *r, const char *ns, const char *name, uint16_t port,
+                     const char *port_name)
 {
     for (size_t i = 0; i < r->nparents; i++) {
         const struct parent *p = &r->parents[i];
-        if ((p->port == 0 || p->port == port) && strcmp(p->name, name) == 0 &&
-            strcmp(p->ns, ns) == 0)
+        if ((p->port == 0 || p->port == port) &&
+            (p->section == NULL || (port_name != NULL && strcmp(p->section, port_name) == 0)) &&
+            strcmp(p->name, name) == 0 && strcmp(p->ns, ns) == 0)
             return true;
     }
     return false;
@@ -1669,7 +1676,7 @@ enum veil_route_verdict veil_route_find(struct veil_route_table *t, const char *
     memset(out, 0, sizeof(*out));
     rv_init(&v, req);
     for (const struct entry *e = t->head; e != NULL; e = e->next) {
-        if (!attached(e->r, svc_ns, svc_name, port))
+        if (!attached(e->r, svc_ns, svc_name, port, req->port_name))
             continue;
         any[e->r->kind] = true;
         if (e->r->kind == VEIL_ROUTE_HTTP || req->grpc)

@@ -6,7 +6,8 @@
  *
  * Attachment: a route applies to requests for a Service through its
  * parentRefs of group "" and kind "Service" (namespace defaults to the
- * route's; an optional port limits it to that service port). Other
+ * route's; an optional port, and an optional sectionName naming a port of
+ * the Service, limit it to that service port). Other
  * parentRefs (Gateways, Services of another namespace) attach nothing here.
  *
  * Precedence (veil_route_find), over every rule of every route attached to

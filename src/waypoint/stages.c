@@ -102,7 +102,16 @@ static void route_view(const struct wp_conn *c, const struct wp_req *r, struct v
         .headers = hdrs,
         .nheaders = h->nheaders,
         .port = c->port,
+        .port_name = wp__port_name(r->svc, c->port),
     };
+}
+
+const char *wp__port_name(const struct veil_node_svc *svc, uint16_t port)
+{
+    for (size_t i = 0; svc != NULL && i < svc->nports; i++)
+        if (svc->ports[i].port == port)
+            return svc->ports[i].name;
+    return NULL;
 }
 
 static int redirect(struct wp_conn *c, struct wp_req *r, const struct veil_route_req *q)

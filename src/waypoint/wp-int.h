@@ -301,6 +301,8 @@ bool wp__authz_denied(struct wp_conn *c, int32_t stream, struct veil_authz_str m
                       struct veil_authz_str path, struct veil_authz_str host,
                       const struct veil_authz_header *hdrs, size_t nh);
 int wp__stage_route(struct wp_conn *c, struct wp_req *r);
+/* The name of svc's port `port` (a route parentRef's sectionName), or NULL. */
+const char *wp__port_name(const struct veil_node_svc *svc, uint16_t port);
 /* Where an attempt goes (strings owned by the balancer; valid while the
  * attempt runs). */
 struct wp_target {

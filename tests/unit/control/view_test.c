@@ -977,6 +977,13 @@ static void test_l7_status(void **state)
         ROUTE("to-none", "nope"),
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: gw, "
         "namespace: shop}\nspec: {parentRefs: [{name: ingress}]}\n",
+        /* sectionName: the name of the Service's port */
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: sect-ok, "
+        "namespace: shop}\nspec: {parentRefs: [{group: \"\", kind: Service, name: cart, "
+        "sectionName: http}]}\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: sect-bad, "
+        "namespace: shop}\nspec: {parentRefs: [{group: \"\", kind: Service, name: cart, port: 80, "
+        "sectionName: grpc}]}\n",
         NULL,
     };
     apply_each(f->s, docs);
@@ -1011,12 +1018,17 @@ static void test_l7_status(void **state)
     assert_non_null(strstr(json_string_value(json_object_get(wp2, "why")), "no workload"));
 
     json_t *routes = json_object_get(st, "routes");
-    assert_int_equal(json_array_size(routes), 5);
+    assert_int_equal(json_array_size(routes), 7);
     json_t *r = json_array_get(
         json_object_get(find_by(routes, "kind", "HTTPRoute", "name", "r"), "parents"), 0);
     assert_true(json_is_true(json_object_get(r, "accepted")));
     assert_string_equal(json_string_value(json_object_get(r, "waypoint")), "shop/wp");
     assert_string_equal(json_string_value(json_object_get(r, "ref")), "Service shop/cart:80");
+    r = json_array_get(
+        json_object_get(find_by(routes, "kind", "HTTPRoute", "name", "sect-ok"), "parents"), 0);
+    assert_true(json_is_true(json_object_get(r, "accepted")));
+    assert_string_equal(json_string_value(json_object_get(r, "ref")),
+                        "Service shop/cart (sectionName http)");
     json_t *bad =
         json_object_get(find_by(routes, "kind", "HTTPRoute", "name", "r"), "unresolvedBackends");
     assert_int_equal(json_array_size(bad), 1);
@@ -1033,6 +1045,7 @@ static void test_l7_status(void **state)
          "until it is (veil waypoint add)"},
         {"HTTPRoute", "to-none", "Service shop/nope not found"},
         {"GRPCRoute", "gw", "parentRef kind Gateway is not supported"},
+        {"HTTPRoute", "sect-bad", "Service shop/cart has no port 80 named grpc (sectionName)"},
     };
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         json_t *p = json_array_get(

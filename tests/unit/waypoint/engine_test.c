@@ -765,6 +765,23 @@ static void test_route_weights_and_header_match(void **state)
         count_from(e, "GET /ok HTTP/1.1\r\nHost: web\r\nX-Version: v2\r\n\r\n", 20, "pod-b"), 20);
 }
 
+/* A parentRef's sectionName names the Service port: "http" is web's port
+ * 80, so that route applies; one naming another port does not. */
+static void test_route_section_name(void **state)
+{
+    struct env *e = *state;
+    config_json(
+        e, "HTTPRoute", "other-port",
+        "{\"parentRefs\":[{\"group\":\"\",\"kind\":\"Service\",\"name\":\"web\","
+        "\"sectionName\":\"grpc\"}],\"rules\":[{\"backendRefs\":[" BACKEND("web-v2", 1) "]}]}");
+    assert_in_range(count_from(e, "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n", 40, "pod-b"), 1, 39);
+    config_json(
+        e, "HTTPRoute", "this-port",
+        "{\"parentRefs\":[{\"group\":\"\",\"kind\":\"Service\",\"name\":\"web\","
+        "\"sectionName\":\"http\"}],\"rules\":[{\"backendRefs\":[" BACKEND("web-v2", 1) "]}]}");
+    assert_int_equal(count_from(e, "GET /ok HTTP/1.1\r\nHost: web\r\n\r\n", 20, "pod-b"), 20);
+}
+
 static void test_route_retry_hides_503(void **state)
 {
     struct env *e = *state;
@@ -1026,6 +1043,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_traceparent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_l7_deny_post, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_weights_and_header_match, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_route_section_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_retry_hides_503, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_timeout_504, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_filters, setup, teardown),

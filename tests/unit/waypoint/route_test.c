@@ -521,6 +521,26 @@ static void test_attachment(void **state)
     veil_route_release(&m);
     assert_int_equal(veil_route_find(t, "other", "api", 9999, &r.req, &m), VEIL_ROUTE_NONE);
 
+    /* sectionName: the Service port's name; with a port, both must match */
+    assert_int_equal(
+        set(t, "s",
+            "{\"parentRefs\":[{\"group\":\"\",\"kind\":\"Service\",\"name\":\"db\","
+            "\"sectionName\":\"http\"},{\"group\":\"\",\"kind\":\"Service\",\"name\":"
+            "\"db\",\"port\":90,\"sectionName\":\"admin\"}],\"rules\":[{" TO("s") "}]}"),
+        0);
+    r.req.port_name = "http";
+    assert_int_equal(veil_route_find(t, "shop", "db", 80, &r.req, &m), VEIL_ROUTE_MATCHED);
+    veil_route_release(&m);
+    r.req.port_name = "grpc";
+    assert_int_equal(veil_route_find(t, "shop", "db", 80, &r.req, &m), VEIL_ROUTE_NONE);
+    r.req.port_name = NULL; /* a port without a name */
+    assert_int_equal(veil_route_find(t, "shop", "db", 80, &r.req, &m), VEIL_ROUTE_NONE);
+    r.req.port_name = "admin";
+    assert_int_equal(veil_route_find(t, "shop", "db", 91, &r.req, &m), VEIL_ROUTE_NONE);
+    assert_int_equal(veil_route_find(t, "shop", "db", 90, &r.req, &m), VEIL_ROUTE_MATCHED);
+    veil_route_release(&m);
+    r.req.port_name = NULL;
+
     /* a Gateway parent and a Service of another namespace attach nothing: a note */
     assert_int_equal(
         set(t, "gw",
