@@ -214,12 +214,9 @@ static void parent_check(struct veil_views *v, const struct veil_store *st,
         snprintf(why, n, "Service %s/%s not found", p->ns, p->name);
     else if (!has_port(svc, p->port))
         snprintf(why, n, "Service %s/%s has no port %u", p->ns, p->name, (unsigned)p->port);
-    else if (!has_section(svc, p) && p->port != 0)
-        snprintf(why, n, "Service %s/%s has no port %u named %s (sectionName)", p->ns, p->name,
-                 (unsigned)p->port, p->section_name);
-    else if (!has_section(svc, p))
-        snprintf(why, n, "Service %s/%s has no port named %s (sectionName)", p->ns, p->name,
-                 p->section_name);
+    else if (!has_section(svc, p)) /* "%.0u": no digit for port 0 (not given) */
+        snprintf(why, n, "Service %s/%s has no port%s%.0u named %s (sectionName)", p->ns, p->name,
+                 p->port != 0 ? " " : "", (unsigned)p->port, p->section_name);
     else
         waypoint_check(v, svc, why, n, wp, wn);
 }

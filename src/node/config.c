@@ -850,12 +850,17 @@ const struct veil_node_ep *veil_node_svc_pick(struct veil_node_svc *svc, uint16_
     return NULL;
 }
 
-bool veil_node_svc_has_port(const struct veil_node_svc *svc, uint16_t port)
+const struct veil_node_svc_port *veil_node_svc_port(const struct veil_node_svc *svc, uint16_t port)
 {
     for (size_t i = 0; i < svc->nports; i++)
         if (svc->ports[i].port == port)
-            return true;
-    return false;
+            return &svc->ports[i];
+    return NULL;
+}
+
+bool veil_node_svc_has_port(const struct veil_node_svc *svc, uint16_t port)
+{
+    return veil_node_svc_port(svc, port) != NULL;
 }
 
 int veil_node_cfg_each(const struct veil_node_cfg *cfg,

@@ -83,6 +83,8 @@ struct veil_node_svc *veil_node_cfg_svc_by_name(const struct veil_node_cfg *cfg,
 const struct veil_node_ep *veil_node_svc_pick(struct veil_node_svc *svc, uint16_t port,
                                               uint16_t *target);
 
+/* The service's port `port`, or NULL. */
+const struct veil_node_svc_port *veil_node_svc_port(const struct veil_node_svc *svc, uint16_t port);
 /* Whether the service has `port`. */
 bool veil_node_svc_has_port(const struct veil_node_svc *svc, uint16_t port);
 

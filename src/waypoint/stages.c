@@ -108,10 +108,8 @@ static void route_view(const struct wp_conn *c, const struct wp_req *r, struct v
 
 const char *wp__port_name(const struct veil_node_svc *svc, uint16_t port)
 {
-    for (size_t i = 0; svc != NULL && i < svc->nports; i++)
-        if (svc->ports[i].port == port)
-            return svc->ports[i].name;
-    return NULL;
+    const struct veil_node_svc_port *p = svc != NULL ? veil_node_svc_port(svc, port) : NULL;
+    return p != NULL ? p->name : NULL;
 }
 
 static int redirect(struct wp_conn *c, struct wp_req *r, const struct veil_route_req *q)
