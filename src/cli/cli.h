@@ -45,13 +45,15 @@ struct json_t;
  * --state-dir, --control, --token-file, --bind go straight into the opts;
  * the others are kept here as given until veil_cli_node_finish(). */
 struct veil_cli_node_args {
-    const char *metrics, *ready, *admin, *format, *level;
+    const char *metrics, *ready, *admin, *format, *level, *sched;
 };
 /* 1: argv[*i] was one of them (taken, *i advanced past its value); 0: not
  * one of them; -1: a usage error was printed. */
 int veil_cli_node_opt(int argc, char **argv, int *i, struct veil_node_opts *o,
                       struct veil_cli_node_args *a);
-/* Checks the ports and applies the log settings: 0, or -1 after printing why. */
+/* Checks the ports, applies the log settings and the scheduling policy
+ * (--sched, core/sched.h; before any thread starts): 0, or -1 after
+ * printing why. */
 int veil_cli_node_finish(const char *cmd, const struct veil_cli_node_args *a,
                          struct veil_node_opts *o);
 

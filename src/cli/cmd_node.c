@@ -7,6 +7,7 @@
 
 #include "cli/opts.h"
 #include "core/log.h"
+#include "core/sched.h"
 #include "node/node.h"
 
 static int port_arg(const char *cmd, const char *opt, const char *s, int *out)
@@ -33,7 +34,8 @@ int veil_cli_node_opt(int argc, char **argv, int *i, struct veil_node_opts *o,
         (r = veil_cli_opt(argc, argv, i, "--admin-port", &a->admin)) ||
         (r = veil_cli_opt(argc, argv, i, "--bind", &o->bind)) ||
         (r = veil_cli_opt(argc, argv, i, "--log-format", &a->format)) ||
-        (r = veil_cli_opt(argc, argv, i, "--log-level", &a->level)))
+        (r = veil_cli_opt(argc, argv, i, "--log-level", &a->level)) ||
+        (r = veil_cli_opt(argc, argv, i, "--sched", &a->sched)))
         return r;
     return 0;
 }
@@ -61,6 +63,17 @@ int veil_cli_node_finish(const char *cmd, const struct veil_cli_node_args *a,
         }
         veil_log_set_level(lv);
     }
+    enum veil_sched sp = VEIL_SCHED_BATCH;
+    if (a->sched != NULL && veil_sched_parse(a->sched, &sp) != 0) {
+        fprintf(stderr, "veil %s: --sched: expected batch or inherit, got '%s'\n", cmd, a->sched);
+        return -1;
+    }
+    int err = veil_sched_apply(sp);
+    if (err != 0) /* a proxy that cannot change its policy still works */
+        VEIL_WARN("node",
+                  "--sched batch: sched_setscheduler: %s; running with the policy it was "
+                  "started with",
+                  strerror(-err));
     return 0;
 }
 

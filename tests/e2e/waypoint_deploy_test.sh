@@ -3,8 +3,9 @@
 # `veil waypoint add --namespace default --enroll` starts the waypoint as its
 # own pod; it is ready (15021 in its netns), joined as the pseudo-node
 # wp.default.waypoint, its Pod carries Istio's labels, the namespace is
-# labelled, and its 15008 answers a TLS handshake (ALPN h2, client
-# certificate from `veil ca issue`) with a certificate for
+# labelled, it runs as SCHED_BATCH as the node proxies do, and its 15008
+# answers a TLS handshake (ALPN h2, client certificate from `veil ca
+# issue`) with a certificate for
 # spiffe://cluster.local/ns/default/sa/waypoint. Bad requests are refused and
 # leave nothing. `veil waypoint remove` takes the label off, deletes the Pod
 # and leaves no process, netns or record; `veil cluster delete` removes a
@@ -70,6 +71,11 @@ grep -q "not a valid namespace name" "$TMP/bad" || fail "bad namespace: $(cat "$
     fail "node-9 was accepted"
 grep -q "no node 'node-9'" "$TMP/bad" || fail "node-9: $(cat "$TMP/bad")"
 [ ! -e "$DIR/pods/default/waypoint.json" ] || fail "a refused waypoint left its record"
+"$VEIL" waypoint run --namespace default --name x --state-dir "$TMP/x" --control 127.0.0.1:1 \
+    --sched fifo >"$TMP/bad" 2>&1 && fail "--sched fifo was accepted"
+grep -q "waypoint run: --sched: expected batch or inherit, got 'fifo'" "$TMP/bad" ||
+    fail "--sched fifo: $(cat "$TMP/bad")"
+[ ! -e "$TMP/x" ] || fail "a refused waypoint run left its state dir"
 
 # The waypoint: added, enrolled, ready.
 "$VEIL" waypoint add --namespace default --enroll >"$TMP/add" 2>&1 ||
@@ -82,6 +88,10 @@ WP_IP=$(field "$REC" address)
 WP_PID=$(field "$REC" pid)
 [ "$(field "$REC" waypoint)" = True ] || fail "the record does not say waypoint"
 running "$WP_PID" || fail "the waypoint process is not running"
+# Its policy, and the node proxies': SCHED_BATCH (docs/node.md, "Scheduling").
+for p in "$WP_PID" "$(cat "$DIR/nodes/node-1.pid")" "$(cat "$DIR/nodes/node-2.pid")"; do
+    chrt -p "$p" | grep -q "policy: SCHED_BATCH" || fail "pid $p: $(chrt -p "$p")"
+done
 [ "$(ip netns exec "$WP_NETNS" curl -s -o /dev/null -w '%{http_code}' \
     http://127.0.0.1:15021/healthz/ready)" = 200 ] || fail "the waypoint is not ready"
 # Not captured: the node proxy of node-1 did not enrol it.
