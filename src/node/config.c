@@ -2,6 +2,7 @@
 #include "node/config.h"
 
 #include "core/alloc.h"
+#include "core/fmt.h"
 #include "core/file.h"
 #include "tls/spiffe.h"
 
@@ -773,7 +774,7 @@ const struct veil_node_item *veil_node_cfg_wl_item_by_ip(const struct veil_node_
                                                          struct in_addr ip)
 {
     char k[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &ip, k, sizeof(k));
+    veil_fmt_ip4(k, ip);
     return idx_get(&cfg->wl_by_ip, k);
 }
 
@@ -788,7 +789,7 @@ const struct veil_node_ep *veil_node_cfg_ep_by_ip(const struct veil_node_cfg *cf
                                                   struct in_addr ip)
 {
     char k[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &ip, k, sizeof(k));
+    veil_fmt_ip4(k, ip);
     const struct veil_node_item *it = idx_get(&cfg->ep_by_ip, k);
     for (size_t i = 0; it != NULL && i < it->u.svc->neps; i++)
         if (it->u.svc->eps[i].has_addr && it->u.svc->eps[i].addr.s_addr == ip.s_addr)
@@ -799,7 +800,7 @@ const struct veil_node_ep *veil_node_cfg_ep_by_ip(const struct veil_node_cfg *cf
 struct veil_node_svc *veil_node_cfg_svc_by_vip(const struct veil_node_cfg *cfg, struct in_addr vip)
 {
     char k[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &vip, k, sizeof(k));
+    veil_fmt_ip4(k, vip);
     struct veil_node_item *it = idx_get(&cfg->svc_by_vip, k);
     return it != NULL ? it->u.svc : NULL;
 }

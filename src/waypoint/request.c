@@ -6,6 +6,7 @@
 #include "waypoint/wp-int.h"
 
 #include "core/alloc.h"
+#include "core/fmt.h"
 #include "core/container.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -71,6 +72,15 @@ static void put_span(struct wp_conn *c, struct wp_req *r, const char *buf, struc
     wp__up_put(c, r, buf + s.off, s.len);
 }
 
+/* "NAME: VALUE\r\n" upstream; `name` ends in ": ". (No printf on the
+ * per-request path: core/fmt.h.) */
+static void put_field(struct wp_conn *c, struct wp_req *r, const char *name, const char *value)
+{
+    wp__up_put(c, r, name, strlen(name));
+    wp__up_put(c, r, value, strlen(value));
+    wp__up_put(c, r, "\r\n", 2);
+}
+
 /* The request head as it goes upstream: hop-by-hop fields out, the
  * route's filters applied, our framing, traceparent. */
 static void write_request_head(struct wp_conn *c, struct wp_req *r)
@@ -106,18 +116,20 @@ static void write_request_head(struct wp_conn *c, struct wp_req *r)
         wp__up_put(c, r, "\r\n", 2);
     }
     if (r->host_override != NULL)
-        wp__up_printf(c, r, "host: %s\r\n", r->host_override);
+        put_field(c, r, "host: ", r->host_override);
     else if (!(h->flags & VEIL_H1_F_HOST)) /* HTTP/1.0 without Host */
-        wp__up_printf(c, r, "host: %s\r\n", c->svc_name);
-    wp__up_printf(c, r, "traceparent: %s\r\n", r->traceparent);
+        put_field(c, r, "host: ", c->svc_name);
+    put_field(c, r, "traceparent: ", r->traceparent);
     if (r->upgrade) {
         wp__up_put(c, r, "connection: upgrade\r\nupgrade: ", 30);
         put_span(c, r, b, h->upgrade);
         wp__up_put(c, r, "\r\n", 2);
     }
-    if (h->framing == VEIL_H1_BODY_LENGTH)
-        wp__up_printf(c, r, "content-length: %llu\r\n", (unsigned long long)h->content_length);
-    else if (h->framing == VEIL_H1_BODY_CHUNKED)
+    char num[VEIL_FMT_U64_MAX];
+    if (h->framing == VEIL_H1_BODY_LENGTH) {
+        veil_fmt_u64(num, h->content_length);
+        put_field(c, r, "content-length: ", num);
+    } else if (h->framing == VEIL_H1_BODY_CHUNKED)
         wp__up_put(c, r, "transfer-encoding: chunked\r\n", 28);
     wp__up_put(c, r, "\r\n", 2);
 }
@@ -153,16 +165,23 @@ static int write_response_head(struct wp_conn *c, struct wp_req *r)
     int n = wp__headers_filtered(r, true, in, nin, out, sizeof(out) / sizeof(out[0]));
     if (n < 0)
         return n;
-    int rc = wp__buf_printf(o, max, "HTTP/1.1 %u %.*s\r\n", h->status, (int)h->reason.len,
-                            b + h->reason.off);
+    char num[VEIL_FMT_U64_MAX];
+    size_t nlen = veil_fmt_u64(num, h->status);
+    int rc = wp__buf_put(o, "HTTP/1.1 ", 9, max);
+    rc |= wp__buf_put(o, num, nlen, max);
+    rc |= wp__buf_put(o, " ", 1, max);
+    rc |= wp__buf_put(o, b + h->reason.off, h->reason.len, max);
+    rc |= wp__buf_put(o, "\r\n", 2, max);
     rc |= put_hdrs(o, max, out, (size_t)n);
     if (h->flags & VEIL_H1_F_TUNNEL) {
         struct veil_h1_span up = hval(h, b, "upgrade");
         rc |= wp__buf_printf(o, max, "connection: upgrade\r\nupgrade: %.*s\r\n", (int)up.len,
                              b + up.off);
     } else if (h->framing == VEIL_H1_BODY_LENGTH) {
-        rc |= wp__buf_printf(o, max, "content-length: %llu\r\n",
-                             (unsigned long long)h->content_length);
+        nlen = veil_fmt_u64(num, h->content_length);
+        rc |= wp__buf_put(o, "content-length: ", 16, max);
+        rc |= wp__buf_put(o, num, nlen, max);
+        rc |= wp__buf_put(o, "\r\n", 2, max);
     } else if (h->framing == VEIL_H1_BODY_CHUNKED ||
                (h->framing == VEIL_H1_BODY_CLOSE && r->head.version_minor == 1)) {
         r->rchunked_out = true;
@@ -190,7 +209,7 @@ static void req_timeout(struct veil_timer *t)
 
 static void copy_str(char *dst, size_t cap, const char *s)
 {
-    snprintf(dst, cap, "%s", s != NULL ? s : "");
+    veil_fmt_cat(dst, cap, s != NULL ? s : "", NULL);
 }
 
 void wp__request_begin(struct wp_conn *c, struct wp_req *r)

@@ -6,6 +6,7 @@
 #include "waypoint/wp-int.h"
 
 #include "core/alloc.h"
+#include "core/fmt.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "http/h1.h"
@@ -159,7 +160,7 @@ int wp__stage_route(struct wp_conn *c, struct wp_req *r)
     struct veil_wp *wp = c->wp;
     r->svc = veil_node_cfg_svc_by_vip(wp->env.cfg, c->vip.sin_addr);
     r->svc_port = c->port;
-    snprintf(r->backend, sizeof(r->backend), "%s/%s", c->svc_ns, c->svc_name);
+    veil_fmt_cat(r->backend, sizeof(r->backend), c->svc_ns, "/", c->svc_name, NULL);
     if (wp->routes == NULL)
         return 0;
     struct veil_route_hdr hdrs[WP_HDRS_MAX];
@@ -175,7 +176,7 @@ int wp__stage_route(struct wp_conn *c, struct wp_req *r)
     }
     r->matched = true;
     const struct veil_route_rule *rule = r->match.rule;
-    snprintf(r->route, sizeof(r->route), "%s/%s", r->match.route_ns, r->match.route_name);
+    veil_fmt_cat(r->route, sizeof(r->route), r->match.route_ns, "/", r->match.route_name, NULL);
     if (rule->filters.has_redirect)
         return redirect(c, r, &q);
     const struct veil_route_backend *be = veil_route_pick(rule, wp__rand(wp));
@@ -187,7 +188,7 @@ int wp__stage_route(struct wp_conn *c, struct wp_req *r)
     }
     r->svc = svc;
     r->svc_port = be->port ? be->port : c->port;
-    snprintf(r->backend, sizeof(r->backend), "%s/%s", be->ns, be->name);
+    veil_fmt_cat(r->backend, sizeof(r->backend), be->ns, "/", be->name, NULL);
     r->be_filters = be->filters;
     r->timeout_ms = rule->request_timeout_ms;
     r->attempt_timeout_ms = rule->backend_timeout_ms;
@@ -261,8 +262,9 @@ struct wp_backend {
 static struct wp_backend *backend_get(struct veil_wp *wp, const struct veil_node_svc *svc,
                                       uint16_t port)
 {
-    char key[160];
-    snprintf(key, sizeof(key), "%s/%s:%u", svc->ns, svc->name, port);
+    char key[160], pnum[VEIL_FMT_U64_MAX];
+    veil_fmt_u64(pnum, port);
+    veil_fmt_cat(key, sizeof(key), svc->ns, "/", svc->name, ":", pnum, NULL);
     struct wp_backend *b;
     for (b = wp->backends; b != NULL; b = b->next)
         if (strcmp(b->key, key) == 0)
@@ -446,8 +448,10 @@ void wp__names_from_key(const char *key, char *ns, size_t nscap, char *name, siz
     const char *b = a != NULL ? strchr(a + 1, '/') : NULL;
     if (b == NULL)
         return;
-    snprintf(ns, nscap, "%.*s", (int)(b - a - 1), a + 1);
-    snprintf(name, namecap, "%s", b + 1);
+    size_t n = (size_t)(b - a - 1) < nscap ? (size_t)(b - a - 1) : nscap - 1;
+    memcpy(ns, a + 1, n);
+    ns[n] = '\0';
+    veil_fmt_cat(name, namecap, b + 1, NULL);
 }
 
 /* ---- the route table ---- */

@@ -6,6 +6,7 @@
 #include "waypoint/wp-int.h"
 
 #include "core/alloc.h"
+#include "core/fmt.h"
 #include "core/container.h"
 #include "core/file.h"
 #include "core/jsonw.h"
@@ -132,12 +133,15 @@ void wp__traceparent(struct veil_wp *wp, const char *in, size_t n, char out[56])
     if (n == 55 && in[0] == '0' && in[1] == '0' && in[2] == '-' && in[35] == '-' && in[52] == '-' &&
         is_lower_hex(in + 3, 32) && is_lower_hex(in + 36, 16) &&
         (is_lower_hex(in + 53, 2) || (in[53] == '0' && in[54] == '0'))) {
-        snprintf(out, 56, "00-%.32s-%s-%.2s", in + 3, span, in + 53);
+        memcpy(out, in, 36); /* "00-" and the trace id and its '-' */
+        memcpy(out + 36, span, 16);
+        memcpy(out + 52, in + 52, 3); /* '-' and the flags */
+        out[55] = '\0';
         return;
     }
     char trace[33];
     hex(wp, trace, 16);
-    snprintf(out, 56, "00-%s-%s-01", trace, span);
+    veil_fmt_cat(out, 56, "00-", trace, "-", span, "-01", NULL);
 }
 
 void wp__alog_flush(struct veil_wp *wp)
@@ -225,12 +229,14 @@ static void access_log(struct wp_conn *c, const struct wp_record *rec)
         wp->alog_sec = now.tv_sec;
     }
     unsigned ms = (unsigned)(now.tv_nsec / 1000000);
-    snprintf(ts, sizeof(ts), "%s.%03uZ", wp->alog_ts, ms);
+    char frac[6] = {
+        '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z', '\0'};
+    veil_fmt_cat(ts, sizeof(ts), wp->alog_ts, frac, NULL);
     char up[40] = "-";
     if (rec->ep_port != 0) {
-        char a[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &rec->ep_addr, a, sizeof(a));
-        snprintf(up, sizeof(up), "%s:%u", a, rec->ep_port);
+        size_t n = veil_fmt_ip4(up, rec->ep_addr);
+        up[n++] = ':';
+        veil_fmt_u64(up + n, rec->ep_port);
     }
     if (wp->alog == NULL && (wp->alog = veil_malloc(WP_ALOG_BYTES)) == NULL)
         return;
@@ -280,7 +286,10 @@ static void series_of(struct wp_conn *c, const struct wp_record *rec,
 {
     struct veil_wp *wp = c->wp;
     char code[8], key[WP_MKEY_MAX];
-    snprintf(code, sizeof(code), "%u", rec->status);
+    if (rec->status < 1000)
+        veil_fmt_u64(code, rec->status);
+    else
+        snprintf(code, sizeof(code), "%u", rec->status);
     size_t len = 0;
     bool keyed = key_add(key, &len, or_unknown(rec->dst_wl)) &&
                  key_add(key, &len, or_unknown(rec->dst_ns)) &&

@@ -8,6 +8,7 @@
 #include "waypoint/wp-int.h"
 
 #include "core/alloc.h"
+#include "core/fmt.h"
 #include "core/container.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -117,8 +118,8 @@ void wp__up_start(struct wp_conn *c)
         r->ep_port = target;
         wp__names_from_key(ep->workload, r->dst_ns, sizeof(r->dst_ns), r->dst_wl,
                            sizeof(r->dst_wl));
-        snprintf(r->dst_principal, sizeof(r->dst_principal), "%s",
-                 ep->identity != NULL ? ep->identity : "");
+        veil_fmt_cat(r->dst_principal, sizeof(r->dst_principal),
+                     ep->identity != NULL ? ep->identity : "", NULL);
         if (r->attempt_timeout_ms > 0)
             veil_timer_start(c->wp->env.loop, &c->try_timer, r->attempt_timeout_ms, 0,
                              up_attempt_timeout);

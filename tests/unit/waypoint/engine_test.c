@@ -693,6 +693,10 @@ static void test_traceparent(void **state)
     const char *b = body_of(e);
     assert_int_equal(strncmp(b, "00-0af7651916cd43dd8448eb211c80319c-", 36), 0);
     assert_true(strncmp(b + 36, "b7ad6b7169203331", 16) != 0);
+    assert_string_equal(b + 52, "-01"); /* the flags kept */
+    exchange(e, "GET /trace HTTP/1.1\r\nHost: web\r\n"
+                "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00\r\n\r\n");
+    assert_string_equal(body_of(e) + 52, "-00");
     exchange(e, "GET /trace HTTP/1.1\r\nHost: web\r\n\r\n");
     assert_int_equal(strlen(body_of(e)), 55);
 }
