@@ -489,6 +489,19 @@ void veil_tls_conn_close(struct veil_tls_conn *c)
     veil_buf_free(&c->_wire);
 }
 
+/*
+ * SSL_get_error() needs the thread's error queue empty before the call.
+ * Every path of ours that leaves errors clears them, so the queue is
+ * cleared only when something else left one: peeking costs a fraction of
+ * ERR_clear_error(), which was 4.5% of the waypoint's instructions per
+ * request when called before every SSL_read() and SSL_write() (callgrind).
+ */
+static void err_ready(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 /* Maps an SSL_get_error() result. */
 static int ssl_result(struct veil_tls_conn *c, int ret)
 {
@@ -517,7 +530,7 @@ static int seal(struct veil_tls_conn *c, const void *data, size_t n)
 {
     while (n > 0) {
         int chunk = n > INT_MAX ? INT_MAX : (int)n;
-        ERR_clear_error();
+        err_ready();
         int ret = SSL_write(c->_ssl, data, chunk);
         if (ret <= 0) {
             int rc = ssl_result(c, ret);
@@ -552,7 +565,7 @@ int veil_tls_handshake(struct veil_tls_conn *c, char *err, size_t errlen)
         fail(err, errlen, "connection failed");
         return -EPROTO;
     }
-    ERR_clear_error();
+    err_ready();
     int ret = SSL_do_handshake(c->_ssl);
     if (ret == 1) {
         c->_established = true;
@@ -589,7 +602,7 @@ ssize_t veil_tls_read(struct veil_tls_conn *c, void *buf, size_t n)
         return -EPROTO;
     if (c->_rd_empty && !SSL_has_pending(c->_ssl))
         return -EAGAIN;
-    ERR_clear_error();
+    err_ready();
     int ret = SSL_read(c->_ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
     /* Reading may have produced records of ours (alerts, key updates). */
     if (!veil_buf_is_empty(&c->_wire) && wire_push(c) != 0)
@@ -597,7 +610,7 @@ ssize_t veil_tls_read(struct veil_tls_conn *c, void *buf, size_t n)
     if (ret > 0)
         return ret;
     int rc = ssl_result(c, ret);
-    ERR_clear_error();
+    err_ready();
     update_events(c);
     return rc;
 }
