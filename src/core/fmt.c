@@ -29,7 +29,7 @@ size_t veil_fmt_ip4(char *out, struct in_addr a)
     return n;
 }
 
-size_t veil_fmt_cat(char *dst, size_t cap, ...)
+size_t veil_fmt_cat_list(char *dst, size_t cap, ...)
 {
     va_list ap;
     va_start(ap, cap);

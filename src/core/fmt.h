@@ -20,12 +20,12 @@ size_t veil_fmt_u64(char *out, uint64_t v);
 size_t veil_fmt_ip4(char *out, struct in_addr a);
 
 /*
- * The strings of the NULL-terminated list, one after the other, into
- * dst[cap] (cap > 0), cut at cap - 1 bytes as snprintf() cuts. Returns the
- * length of the whole, which is >= cap when it was cut (snprintf()'s
- * convention). A NULL in place of dst's first string is not allowed:
- * NULL ends the list.
+ * The strings given, one after the other, into dst[cap] (cap > 0), cut at
+ * cap - 1 bytes as snprintf() cuts. Returns the length of the whole, which
+ * is >= cap when it was cut (snprintf()'s convention). The macro ends the
+ * list: veil_fmt_cat(buf, sizeof(buf), ns, "/", name).
  */
-size_t veil_fmt_cat(char *dst, size_t cap, ...);
+#define veil_fmt_cat(dst, cap, ...) veil_fmt_cat_list((dst), (cap), __VA_ARGS__, (const char *)NULL)
+size_t veil_fmt_cat_list(char *dst, size_t cap, ...);
 
 #endif

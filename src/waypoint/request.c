@@ -209,7 +209,7 @@ static void req_timeout(struct veil_timer *t)
 
 static void copy_str(char *dst, size_t cap, const char *s)
 {
-    veil_fmt_cat(dst, cap, s != NULL ? s : "", NULL);
+    veil_fmt_cat(dst, cap, s != NULL ? s : "");
 }
 
 void wp__request_begin(struct wp_conn *c, struct wp_req *r)

@@ -160,7 +160,7 @@ int wp__stage_route(struct wp_conn *c, struct wp_req *r)
     struct veil_wp *wp = c->wp;
     r->svc = veil_node_cfg_svc_by_vip(wp->env.cfg, c->vip.sin_addr);
     r->svc_port = c->port;
-    veil_fmt_cat(r->backend, sizeof(r->backend), c->svc_ns, "/", c->svc_name, NULL);
+    veil_fmt_cat(r->backend, sizeof(r->backend), c->svc_ns, "/", c->svc_name);
     if (wp->routes == NULL)
         return 0;
     struct veil_route_hdr hdrs[WP_HDRS_MAX];
@@ -176,7 +176,7 @@ int wp__stage_route(struct wp_conn *c, struct wp_req *r)
     }
     r->matched = true;
     const struct veil_route_rule *rule = r->match.rule;
-    veil_fmt_cat(r->route, sizeof(r->route), r->match.route_ns, "/", r->match.route_name, NULL);
+    veil_fmt_cat(r->route, sizeof(r->route), r->match.route_ns, "/", r->match.route_name);
     if (rule->filters.has_redirect)
         return redirect(c, r, &q);
     const struct veil_route_backend *be = veil_route_pick(rule, wp__rand(wp));
@@ -188,7 +188,7 @@ int wp__stage_route(struct wp_conn *c, struct wp_req *r)
     }
     r->svc = svc;
     r->svc_port = be->port ? be->port : c->port;
-    veil_fmt_cat(r->backend, sizeof(r->backend), be->ns, "/", be->name, NULL);
+    veil_fmt_cat(r->backend, sizeof(r->backend), be->ns, "/", be->name);
     r->be_filters = be->filters;
     r->timeout_ms = rule->request_timeout_ms;
     r->attempt_timeout_ms = rule->backend_timeout_ms;
@@ -264,7 +264,7 @@ static struct wp_backend *backend_get(struct veil_wp *wp, const struct veil_node
 {
     char key[160], pnum[VEIL_FMT_U64_MAX];
     veil_fmt_u64(pnum, port);
-    veil_fmt_cat(key, sizeof(key), svc->ns, "/", svc->name, ":", pnum, NULL);
+    veil_fmt_cat(key, sizeof(key), svc->ns, "/", svc->name, ":", pnum);
     struct wp_backend *b;
     for (b = wp->backends; b != NULL; b = b->next)
         if (strcmp(b->key, key) == 0)
@@ -451,7 +451,7 @@ void wp__names_from_key(const char *key, char *ns, size_t nscap, char *name, siz
     size_t n = (size_t)(b - a - 1) < nscap ? (size_t)(b - a - 1) : nscap - 1;
     memcpy(ns, a + 1, n);
     ns[n] = '\0';
-    veil_fmt_cat(name, namecap, b + 1, NULL);
+    veil_fmt_cat(name, namecap, b + 1);
 }
 
 /* ---- the route table ---- */

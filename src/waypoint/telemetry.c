@@ -141,7 +141,7 @@ void wp__traceparent(struct veil_wp *wp, const char *in, size_t n, char out[56])
     }
     char trace[33];
     hex(wp, trace, 16);
-    veil_fmt_cat(out, 56, "00-", trace, "-", span, "-01", NULL);
+    veil_fmt_cat(out, 56, "00-", trace, "-", span, "-01");
 }
 
 void wp__alog_flush(struct veil_wp *wp)
@@ -231,7 +231,7 @@ static void access_log(struct wp_conn *c, const struct wp_record *rec)
     unsigned ms = (unsigned)(now.tv_nsec / 1000000);
     char frac[6] = {
         '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z', '\0'};
-    veil_fmt_cat(ts, sizeof(ts), wp->alog_ts, frac, NULL);
+    veil_fmt_cat(ts, sizeof(ts), wp->alog_ts, frac);
     char up[40] = "-";
     if (rec->ep_port != 0) {
         size_t n = veil_fmt_ip4(up, rec->ep_addr);

@@ -119,7 +119,7 @@ void wp__up_start(struct wp_conn *c)
         wp__names_from_key(ep->workload, r->dst_ns, sizeof(r->dst_ns), r->dst_wl,
                            sizeof(r->dst_wl));
         veil_fmt_cat(r->dst_principal, sizeof(r->dst_principal),
-                     ep->identity != NULL ? ep->identity : "", NULL);
+                     ep->identity != NULL ? ep->identity : "");
         if (r->attempt_timeout_ms > 0)
             veil_timer_start(c->wp->env.loop, &c->try_timer, r->attempt_timeout_ms, 0,
                              up_attempt_timeout);
