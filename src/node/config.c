@@ -2,8 +2,8 @@
 #include "node/config.h"
 
 #include "core/alloc.h"
-#include "core/fmt.h"
 #include "core/file.h"
+#include "core/fmt.h"
 #include "tls/spiffe.h"
 
 #include <arpa/inet.h>

@@ -6,8 +6,8 @@
 #include "waypoint/wp-int.h"
 
 #include "core/alloc.h"
-#include "core/fmt.h"
 #include "core/container.h"
+#include "core/fmt.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "http/h1.h"
@@ -134,6 +134,16 @@ static void write_request_head(struct wp_conn *c, struct wp_req *r)
     wp__up_put(c, r, "\r\n", 2);
 }
 
+/* `pre`, v in decimal, `post` */
+static int put_num(struct wp_buf *o, size_t max, const char *pre, uint64_t v, const char *post)
+{
+    char num[VEIL_FMT_U64_MAX];
+    size_t n = veil_fmt_u64(num, v);
+    int rc = wp__buf_put(o, pre, strlen(pre), max);
+    rc |= wp__buf_put(o, num, n, max);
+    return rc | wp__buf_put(o, post, strlen(post), max);
+}
+
 static int put_hdrs(struct wp_buf *o, size_t max, const struct veil_route_hdr *h, size_t n)
 {
     int rc = 0;
@@ -165,11 +175,7 @@ static int write_response_head(struct wp_conn *c, struct wp_req *r)
     int n = wp__headers_filtered(r, true, in, nin, out, sizeof(out) / sizeof(out[0]));
     if (n < 0)
         return n;
-    char num[VEIL_FMT_U64_MAX];
-    size_t nlen = veil_fmt_u64(num, h->status);
-    int rc = wp__buf_put(o, "HTTP/1.1 ", 9, max);
-    rc |= wp__buf_put(o, num, nlen, max);
-    rc |= wp__buf_put(o, " ", 1, max);
+    int rc = put_num(o, max, "HTTP/1.1 ", h->status, " ");
     rc |= wp__buf_put(o, b + h->reason.off, h->reason.len, max);
     rc |= wp__buf_put(o, "\r\n", 2, max);
     rc |= put_hdrs(o, max, out, (size_t)n);
@@ -178,10 +184,7 @@ static int write_response_head(struct wp_conn *c, struct wp_req *r)
         rc |= wp__buf_printf(o, max, "connection: upgrade\r\nupgrade: %.*s\r\n", (int)up.len,
                              b + up.off);
     } else if (h->framing == VEIL_H1_BODY_LENGTH) {
-        nlen = veil_fmt_u64(num, h->content_length);
-        rc |= wp__buf_put(o, "content-length: ", 16, max);
-        rc |= wp__buf_put(o, num, nlen, max);
-        rc |= wp__buf_put(o, "\r\n", 2, max);
+        rc |= put_num(o, max, "content-length: ", h->content_length, "\r\n");
     } else if (h->framing == VEIL_H1_BODY_CHUNKED ||
                (h->framing == VEIL_H1_BODY_CLOSE && r->head.version_minor == 1)) {
         r->rchunked_out = true;

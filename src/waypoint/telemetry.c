@@ -6,9 +6,9 @@
 #include "waypoint/wp-int.h"
 
 #include "core/alloc.h"
-#include "core/fmt.h"
 #include "core/container.h"
 #include "core/file.h"
+#include "core/fmt.h"
 #include "core/jsonw.h"
 #include "core/loop.h"
 #include "core/metrics.h"
@@ -285,11 +285,8 @@ static void series_of(struct wp_conn *c, const struct wp_record *rec,
                       struct veil_metrics_series *out[4])
 {
     struct veil_wp *wp = c->wp;
-    char code[8], key[WP_MKEY_MAX];
-    if (rec->status < 1000)
-        veil_fmt_u64(code, rec->status);
-    else
-        snprintf(code, sizeof(code), "%u", rec->status);
+    char code[VEIL_FMT_U64_MAX], key[WP_MKEY_MAX];
+    veil_fmt_u64(code, rec->status);
     size_t len = 0;
     bool keyed = key_add(key, &len, or_unknown(rec->dst_wl)) &&
                  key_add(key, &len, or_unknown(rec->dst_ns)) &&

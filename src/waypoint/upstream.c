@@ -8,8 +8,8 @@
 #include "waypoint/wp-int.h"
 
 #include "core/alloc.h"
-#include "core/fmt.h"
 #include "core/container.h"
+#include "core/fmt.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "hbone/hbone.h"
