@@ -76,6 +76,8 @@ static void h2c_free_mem(struct veil_defer *d)
     veil_free(c);
 }
 
+static void h2c_trim(struct veil_timer *t);
+
 void hbone__after(struct hbone_h2c *c)
 {
     if (c->state != H2C_READY)
@@ -84,6 +86,10 @@ void hbone__after(struct hbone_h2c *c)
         hbone__close(c, "connection lost");
         return;
     }
+    /* OpenSSL's record buffers are held while the connection is busy (the
+     * context's hold_buffers); the next trim frees them */
+    if (!veil_timer_is_active(&c->trim_t))
+        (void)veil_timer_start(c->loop, &c->trim_t, HBONE_TRIM_MS, 0, h2c_trim);
     if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
         veil_tls_out_len(&c->tls) == 0)
         hbone__close(c, "connection closed");
@@ -267,6 +273,8 @@ void hbone__h2s_attach(struct hbone_h2c *c, struct veil_hbone_h2s *s, int32_t id
 static void h2c_trim(struct veil_timer *t)
 {
     struct hbone_h2c *c = VEIL_CONTAINER_OF(t, struct hbone_h2c, trim_t);
+    if (c->state == H2C_READY)
+        veil_tls_release(&c->tls);
     for (struct veil_hbone_h2s *s = c->streams; s != NULL; s = s->next) {
         if (veil_buf_is_empty(&s->in))
             veil_buf_free(&s->in);

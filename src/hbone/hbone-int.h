@@ -19,7 +19,8 @@
 #define HBONE_ERR_MAX    160
 /* A stream's buffer that drained is freed this long after (with those of
  * the other streams of its h2c that are empty then): a busy stream keeps
- * its buffers from one burst to the next, an idle one soon holds none. */
+ * its buffers from one burst to the next, an idle one soon holds none.
+ * The h2c's TLS record buffers go the same way (veil_tls_release()). */
 #define HBONE_TRIM_MS 250
 
 enum hbone_stat {
@@ -122,7 +123,7 @@ struct hbone_h2c {
     enum h2c_state state;
     bool goaway;              /* no new streams */
     struct veil_timer timer;  /* handshake deadline, then idle */
-    struct veil_timer trim_t; /* frees the streams' empty buffers (HBONE_TRIM_MS) */
+    struct veil_timer trim_t; /* frees empty stream and TLS buffers (HBONE_TRIM_MS) */
     struct veil_defer kick_d, free_d;
     struct sockaddr_storage peer, local;
     socklen_t peer_len, local_len;

@@ -83,11 +83,13 @@ static int install(struct veil_node_ident *id, char *key, const char *cert, char
                                    .cert_pem = cert,
                                    .key_pem = key,
                                    .trust_bundle_pem = n->bundle_pem,
-                                   .require_client_cert = true};
+                                   .require_client_cert = true,
+                                   .hold_buffers = true};
     struct veil_tls_ctx_opts co = {.role = VEIL_TLS_CLIENT,
                                    .cert_pem = cert,
                                    .key_pem = key,
-                                   .trust_bundle_pem = n->bundle_pem};
+                                   .trust_bundle_pem = n->bundle_pem,
+                                   .hold_buffers = true};
     struct veil_tls_ctx *sc = veil_tls_ctx_new(&so, err, errlen);
     struct veil_tls_ctx *cc = sc != NULL ? veil_tls_ctx_new(&co, err, errlen) : NULL;
     char *cert_copy = veil_strdup(cert);

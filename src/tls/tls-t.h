@@ -47,6 +47,11 @@ struct veil_tls_ctx_opts {
      * false a client certificate is asked for but optional (one that is sent
      * must still verify). */
     bool require_client_cert;
+    /* Keep OpenSSL's record buffers (about 34 KiB) between reads and
+     * writes instead of freeing them after each (SSL_MODE_RELEASE_BUFFERS,
+     * the default): saves an allocation and a free per record on a busy
+     * connection; the owner calls veil_tls_release() once it is idle. */
+    bool hold_buffers;
 };
 
 /* An SSL_CTX with veil's settings: TLS 1.3 only, ALPN "h2". */

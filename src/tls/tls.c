@@ -194,8 +194,10 @@ static int ctx_setup(struct veil_tls_ctx *ctx, const struct veil_tls_ctx_opts *o
         return -EINVAL;
     }
     /* RELEASE_BUFFERS: an idle connection gives back its 34 KiB of record
-     * buffers (thousands of idle proxies on the push port, pooled tunnels). */
-    SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
+     * buffers (thousands of idle proxies on the push port). Contexts that
+     * hold them (HBONE) free them with veil_tls_release() when idle. */
+    if (!o->hold_buffers)
+        SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_read_ahead(sc, 1);
     SSL_CTX_set_default_read_buffer_len(sc, VEIL_TLS_READ_BUF);
     SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION);
@@ -633,6 +635,13 @@ void veil_tls_trim(struct veil_tls_conn *c)
         veil_buf_trim(&c->_out);
     if (veil_buf_alloc_size(&c->_wire) > VEIL_TLS_GATHER)
         veil_buf_trim(&c->_wire);
+}
+
+void veil_tls_release(struct veil_tls_conn *c)
+{
+    veil_tls_trim(c);
+    if (c->_ssl != NULL)
+        (void)SSL_free_buffers(c->_ssl); /* 0: a record is pending, kept */
 }
 
 size_t veil_tls_out_len(const struct veil_tls_conn *c)

@@ -84,6 +84,11 @@ int veil_tls_send(struct veil_tls_conn *c, const void *data, size_t n);
  * next send allocates again). */
 void veil_tls_trim(struct veil_tls_conn *c);
 
+/* veil_tls_trim(), and OpenSSL's record buffers go too unless a record is
+ * pending (for contexts made with hold_buffers; the others free them after
+ * every read and write). Call when the connection has gone quiet. */
+void veil_tls_release(struct veil_tls_conn *c);
+
 /* Bytes queued and not yet taken by the socket. */
 size_t veil_tls_out_len(const struct veil_tls_conn *c);
 
