@@ -1,6 +1,7 @@
 /* The bounded JSON text writer (jsonw.h). */
 #include "core/jsonw.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 void veil_jw_raw(struct veil_jw *w, const char *s, size_t n)
@@ -43,6 +44,15 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* plain[c]: byte c goes into a JSON string as it is (printable ASCII but
+ * '"' and '\\'). A table: this runs for every byte of every access-log
+ * line. */
+#define PLAIN(c)   ((c) >= 0x20 && (c) < 0x80 && (c) != '"' && (c) != '\\')
+#define PLAIN4(c)  PLAIN(c), PLAIN((c) + 1), PLAIN((c) + 2), PLAIN((c) + 3)
+#define PLAIN16(c) PLAIN4(c), PLAIN4((c) + 4), PLAIN4((c) + 8), PLAIN4((c) + 12)
+#define PLAIN64(c) PLAIN16(c), PLAIN16((c) + 16), PLAIN16((c) + 32), PLAIN16((c) + 48)
+static const bool plain[256] = {PLAIN64(0), PLAIN64(64), PLAIN64(128), PLAIN64(192)};
+
 void veil_jw_esc(struct veil_jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -50,7 +60,7 @@ void veil_jw_esc(struct veil_jw *w, const char *s, size_t n)
     size_t i = 0;
     while (i < n && !w->over) {
         size_t run = i; /* bytes that need no escape, copied in one piece */
-        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
+        while (run < n && plain[p[run]])
             run++;
         if (run > i) { /* any prefix of such a run is whole pieces: keep what fits */
             size_t k = run - i <= w->cap - w->pos ? run - i : w->cap - w->pos;

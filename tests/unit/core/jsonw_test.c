@@ -38,6 +38,37 @@ static void test_escapes(void **state)
     json_decref(j);
 }
 
+/* Every single byte: ASCII goes through jansson's reading unchanged (as
+ * itself or escaped), any byte >= 0x80 alone is not UTF-8 and becomes
+ * U+FFFD; only printable ASCII but '"' and '\\' is copied as it is. */
+static void test_every_byte(void **state)
+{
+    (void)state;
+    for (unsigned c = 0; c < 256; c++) {
+        char in[1] = {(char)c}, buf[32];
+        bool over;
+        str(in, 1, buf, sizeof(buf), &over);
+        assert_false(over);
+        bool plain = c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+        if (plain) {
+            assert_int_equal(strlen(buf), 3);
+            assert_int_equal((unsigned char)buf[1], c);
+        } else {
+            assert_true(strlen(buf) == 4 || strlen(buf) == 8); /* \n or \u0001 */
+            assert_int_equal(buf[1], '\\');
+        }
+        json_t *j = json_loads(buf, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+        assert_non_null(j);
+        if (c < 0x80) {
+            assert_int_equal(json_string_length(j), 1);
+            assert_int_equal((unsigned char)json_string_value(j)[0], c);
+        } else {
+            assert_string_equal(json_string_value(j), "\xef\xbf\xbd");
+        }
+        json_decref(j);
+    }
+}
+
 static void test_utf8(void **state)
 {
     (void)state;
@@ -110,6 +141,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escapes),
+        cmocka_unit_test(test_every_byte),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_bounded),
         cmocka_unit_test(test_numbers_and_raw),
