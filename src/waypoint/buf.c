@@ -60,7 +60,7 @@ int wp__buf_room(struct wp_buf *b, size_t want, size_t max)
     return 0;
 }
 
-int wp__buf_put(struct wp_buf *b, const void *p, size_t n, size_t max)
+int wp__buf_put_slow(struct wp_buf *b, const void *p, size_t n, size_t max)
 {
     int rc = wp__buf_room(b, n, max);
     if (rc != 0)

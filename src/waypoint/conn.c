@@ -303,7 +303,14 @@ static bool h1_head(struct wp_conn *c)
         c->wp->bad_requests++;
         return true;
     }
-    struct wp_req *r = veil_calloc(1, sizeof(*r));
+    _Static_assert(offsetof(struct wp_req, rhdrs) - offsetof(struct wp_req, hdrs) ==
+                           sizeof(struct veil_h1_header) * WP_HDRS_MAX &&
+                       sizeof(struct wp_req) - offsetof(struct wp_req, rhdrs) <
+                           sizeof(struct veil_h1_header) * WP_HDRS_MAX + _Alignof(struct wp_req),
+                   "struct wp_req: the header arrays are last");
+    struct wp_req *r = veil_malloc(sizeof(*r));
+    if (r != NULL) /* all but the header arrays, which the parser fills */
+        memset(r, 0, offsetof(struct wp_req, hdrs));
     char *raw = veil_malloc((size_t)rc);
     if (r == NULL || raw == NULL) {
         veil_free(r);

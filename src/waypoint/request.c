@@ -49,15 +49,39 @@ void wp__up_printf(struct wp_conn *c, struct wp_req *r, const char *fmt, ...)
 
 /* ---- heads ---- */
 
-static bool hop_by_hop(const char *buf, struct veil_h1_span name)
+/* The name is `lit` (lower case, n bytes), in any case. */
+static bool name_is(const char *buf, struct veil_h1_span name, const char *lit, size_t n)
 {
-    static const char *const names[] = {"connection",        "keep-alive",  "proxy-connection",
-                                        "transfer-encoding", "te",          "upgrade",
-                                        "content-length",    "traceparent", NULL};
-    for (const char *const *n = names; *n != NULL; n++)
-        if (veil_h1_span_ieq(buf, name, *n))
-            return true;
-    return false;
+    return name.len == n && strncasecmp(buf + name.off, lit, n) == 0;
+}
+
+enum { HOP_NO, HOP_YES, HOP_TRACEPARENT };
+
+/* Whether a field stops at this hop (ours to write again, or not to pass
+ * on): by length first, then by name. traceparent is one of them for the
+ * request (we write ours), not for the response. */
+static int hop_by_hop(const char *buf, struct veil_h1_span name)
+{
+    switch (name.len) {
+    case 2:
+        return name_is(buf, name, "te", 2) ? HOP_YES : HOP_NO;
+    case 7:
+        return name_is(buf, name, "upgrade", 7) ? HOP_YES : HOP_NO;
+    case 10:
+        return name_is(buf, name, "connection", 10) || name_is(buf, name, "keep-alive", 10)
+                   ? HOP_YES
+                   : HOP_NO;
+    case 11:
+        return name_is(buf, name, "traceparent", 11) ? HOP_TRACEPARENT : HOP_NO;
+    case 14:
+        return name_is(buf, name, "content-length", 14) ? HOP_YES : HOP_NO;
+    case 16:
+        return name_is(buf, name, "proxy-connection", 16) ? HOP_YES : HOP_NO;
+    case 17:
+        return name_is(buf, name, "transfer-encoding", 17) ? HOP_YES : HOP_NO;
+    default:
+        return HOP_NO;
+    }
 }
 
 static struct veil_h1_span hval(const struct veil_h1_head *h, const char *buf, const char *name)
@@ -90,9 +114,9 @@ static void write_request_head(struct wp_conn *c, struct wp_req *r)
     struct veil_route_hdr in[WP_HDRS_MAX], out[WP_HDRS_MAX + 32];
     size_t nin = 0;
     for (size_t i = 0; i < h->nheaders; i++) {
-        if (hop_by_hop(b, h->headers[i].name))
+        if (hop_by_hop(b, h->headers[i].name) != HOP_NO)
             continue;
-        if (r->host_override != NULL && veil_h1_span_ieq(b, h->headers[i].name, "host"))
+        if (r->host_override != NULL && name_is(b, h->headers[i].name, "host", 4))
             continue;
         in[nin++] = (struct veil_route_hdr){b + h->headers[i].name.off, h->headers[i].name.len,
                                             b + h->headers[i].value.off, h->headers[i].value.len};
@@ -166,8 +190,7 @@ static int write_response_head(struct wp_conn *c, struct wp_req *r)
     struct veil_route_hdr in[WP_HDRS_MAX], out[WP_HDRS_MAX + 32];
     size_t nin = 0;
     for (size_t i = 0; i < h->nheaders; i++) {
-        if (hop_by_hop(b, h->headers[i].name) &&
-            !veil_h1_span_ieq(b, h->headers[i].name, "traceparent"))
+        if (hop_by_hop(b, h->headers[i].name) == HOP_YES)
             continue;
         in[nin++] = (struct veil_route_hdr){b + h->headers[i].name.off, h->headers[i].name.len,
                                             b + h->headers[i].value.off, h->headers[i].value.len};

@@ -159,23 +159,28 @@ static void alog_timer_cb(struct veil_timer *t)
     wp__alog_flush(VEIL_CONTAINER_OF(t, struct veil_wp, alog_timer));
 }
 
-static void kv_str(struct veil_jw *w, const char *key, const char *v, size_t n)
+/* "KEY" then a value; the keys are literals (their length from sizeof). */
+static void kv_str_n(struct veil_jw *w, const char *key, size_t klen, const char *v, size_t n)
 {
-    veil_jw_raw(w, key, strlen(key));
+    veil_jw_raw(w, key, klen);
     veil_jw_str(w, v, n);
 }
 
 /* A NUL-terminated value; NULL reads "". */
-static void kv_cstr(struct veil_jw *w, const char *key, const char *v)
+static void kv_cstr_n(struct veil_jw *w, const char *key, size_t klen, const char *v)
 {
-    kv_str(w, key, v != NULL ? v : "", v != NULL ? strlen(v) : 0);
+    kv_str_n(w, key, klen, v != NULL ? v : "", v != NULL ? strlen(v) : 0);
 }
 
-static void kv_num(struct veil_jw *w, const char *key, uint64_t v)
+static void kv_num_n(struct veil_jw *w, const char *key, size_t klen, uint64_t v)
 {
-    veil_jw_raw(w, key, strlen(key));
+    veil_jw_raw(w, key, klen);
     veil_jw_u64(w, v);
 }
+
+#define kv_str(w, key, v, n) kv_str_n((w), "" key, sizeof(key) - 1, (v), (n))
+#define kv_cstr(w, key, v)   kv_cstr_n((w), "" key, sizeof(key) - 1, (v))
+#define kv_num(w, key, v)    kv_num_n((w), "" key, sizeof(key) - 1, (v))
 
 /* The line (Envoy's default JSON access-log fields, as Istio names them),
  * with its newline. */

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define LOG "waypoint"
 
@@ -136,7 +137,6 @@ struct wp_req {
     uint64_t start_ms;
     char *raw; /* the request head as received (spans of head point here) */
     struct veil_h1_head head;
-    struct veil_h1_header hdrs[WP_HDRS_MAX];
     enum wp_rq rq;
     struct veil_h1_body body;
     bool chunked_out; /* the body goes upstream chunked */
@@ -162,7 +162,6 @@ struct wp_req {
     enum wp_rs rs;
     struct veil_h1_parser rp;
     struct veil_h1_head rhead;
-    struct veil_h1_header rhdrs[WP_HDRS_MAX];
     struct veil_h1_body rbody;
     bool rchunked_out; /* the body goes to the client chunked */
     bool close_after;  /* the client connection closes after this response */
@@ -185,6 +184,11 @@ struct wp_req {
      * once it is complete (held by `match`) */
     const struct veil_route_mirror *mirrors[WP_REQ_MIRRORS];
     unsigned nmirrors;
+    /* Not zeroed when the request is made (3 KiB, per request): only the
+     * first head.nheaders and rhead.nheaders are ever read, written by the
+     * parser first. Keep them last (conn.c checks). */
+    struct veil_h1_header hdrs[WP_HDRS_MAX];
+    struct veil_h1_header rhdrs[WP_HDRS_MAX];
 };
 
 /* One tunnel from a node proxy: one client TCP connection. */
@@ -239,7 +243,7 @@ void wp__conn_close(struct wp_conn *c, bool abort);
 
 /* buf */
 int wp__buf_room(struct wp_buf *b, size_t want, size_t max);
-int wp__buf_put(struct wp_buf *b, const void *p, size_t n, size_t max);
+int wp__buf_put_slow(struct wp_buf *b, const void *p, size_t n, size_t max);
 int wp__buf_printf(struct wp_buf *b, size_t max, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void wp__buf_used(struct wp_buf *b, size_t n);
@@ -254,6 +258,18 @@ static inline size_t wp__buf_len(const struct wp_buf *b)
 static inline const char *wp__buf_data(const struct wp_buf *b)
 {
     return b->p + b->off;
+}
+/* Appends n bytes if the total stays within max: 0, -ENOBUFS, -ENOMEM.
+ * Inline for the common case, room already there (a head is written in
+ * some fifty small puts). */
+static inline int wp__buf_put(struct wp_buf *b, const void *p, size_t n, size_t max)
+{
+    if (b->p != NULL && n <= b->cap - b->len && wp__buf_len(b) + n <= max) {
+        memcpy(b->p + b->len, p, n);
+        b->len += (uint32_t)n;
+        return 0;
+    }
+    return wp__buf_put_slow(b, p, n, max);
 }
 
 /* conn.c */
