@@ -263,6 +263,7 @@ void wp__request_begin(struct wp_conn *c, struct wp_req *r)
         wp__reply(c, 503, "no such service\n", "NR", false);
         return;
     }
+    r->svc = svc;
     copy_str(c->svc_ns, sizeof(c->svc_ns), svc->ns);
     copy_str(c->svc_name, sizeof(c->svc_name), svc->name);
     if (wp__stage_authz(c, r) != 0 || wp__stage_route(c, r) != 0)

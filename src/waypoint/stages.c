@@ -158,7 +158,7 @@ void wp__mirrors_hit(struct veil_wp *wp, const struct veil_route_filters *f,
 int wp__stage_route(struct wp_conn *c, struct wp_req *r)
 {
     struct veil_wp *wp = c->wp;
-    r->svc = veil_node_cfg_svc_by_vip(wp->env.cfg, c->vip.sin_addr);
+    /* r->svc: the service of c->vip, looked up by wp__request_begin() */
     r->svc_port = c->port;
     veil_fmt_cat(r->backend, sizeof(r->backend), c->svc_ns, "/", c->svc_name);
     if (wp->routes == NULL)
