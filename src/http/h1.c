@@ -121,11 +121,49 @@ static int hex_value(unsigned char c)
     return -1;
 }
 
+/*
+ * The character classes, one bit each in a table the compiler fills from
+ * the predicates below (no initialisation at run time). h1_test.c checks
+ * every byte against the definitions written the plain way.
+ */
+enum {
+    CC_TCHAR = 1 << 0,  /* token character (RFC 9110 5.6.2) */
+    CC_FIELD = 1 << 1,  /* field-vchar, SP or HTAB: anything but the CTLs other than HTAB */
+    CC_REG = 1 << 2,    /* unreserved / sub-delims (RFC 3986 2.2, 2.3); '%' is checked apart */
+    CC_TARGET = 1 << 3, /* request target: visible ASCII but '#' (RFC 9112 3.2: no fragment) */
+    CC_PLAIN = 1 << 4,  /* anything but NUL, CR and LF: what scan() steps over */
+};
+
+#define CC_ALPHA_P(c) (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z'))
+#define CC_DIGIT_P(c) ((c) >= '0' && (c) <= '9')
+#define CC_TCHAR_P(c)                                                                              \
+    (CC_ALPHA_P(c) || CC_DIGIT_P(c) || (c) == '!' || (c) == '#' || (c) == '$' || (c) == '%' ||     \
+     (c) == '&' || (c) == '\'' || (c) == '*' || (c) == '+' || (c) == '-' || (c) == '.' ||          \
+     (c) == '^' || (c) == '_' || (c) == '`' || (c) == '|' || (c) == '~')
+#define CC_FIELD_P(c) ((c) == '\t' || ((c) >= 0x20 && (c) != 0x7f))
+#define CC_REG_P(c)                                                                                \
+    (CC_ALPHA_P(c) || CC_DIGIT_P(c) || (c) == '-' || (c) == '.' || (c) == '_' || (c) == '~' ||     \
+     (c) == '!' || (c) == '$' || (c) == '&' || (c) == '\'' || (c) == '(' || (c) == ')' ||          \
+     (c) == '*' || (c) == '+' || (c) == ',' || (c) == ';' || (c) == '=')
+#define CC_TARGET_P(c) ((c) > 0x20 && (c) < 0x7f && (c) != '#')
+#define CC_PLAIN_P(c)  ((c) != '\0' && (c) != '\r' && (c) != '\n')
+#define CC(c)                                                                                      \
+    (uint8_t)((CC_TCHAR_P(c) ? CC_TCHAR : 0) | (CC_FIELD_P(c) ? CC_FIELD : 0) |                    \
+              (CC_REG_P(c) ? CC_REG : 0) | (CC_TARGET_P(c) ? CC_TARGET : 0) |                      \
+              (CC_PLAIN_P(c) ? CC_PLAIN : 0))
+#define CC_LOWER(c) (uint8_t)((c) >= 'A' && (c) <= 'Z' ? (c) + ('a' - 'A') : (c))
+
+#define CC_R4(f, b)  f(b), f(b + 1), f(b + 2), f(b + 3)
+#define CC_R16(f, b) CC_R4(f, b), CC_R4(f, b + 4), CC_R4(f, b + 8), CC_R4(f, b + 12)
+#define CC_R64(f, b) CC_R16(f, b), CC_R16(f, b + 16), CC_R16(f, b + 32), CC_R16(f, b + 48)
+#define CC_R256(f)   CC_R64(f, 0), CC_R64(f, 64), CC_R64(f, 128), CC_R64(f, 192)
+
+static const uint8_t char_class[256] = {CC_R256(CC)};
+static const uint8_t lower_of[256] = {CC_R256(CC_LOWER)};
+
 static bool is_tchar(unsigned char c)
 {
-    if (is_alpha(c) || is_digit(c))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    return char_class[c] & CC_TCHAR;
 }
 
 static bool is_ows(unsigned char c)
@@ -133,34 +171,33 @@ static bool is_ows(unsigned char c)
     return c == ' ' || c == '\t';
 }
 
-/* field-vchar, SP or HTAB: anything but the CTLs other than HTAB. */
 static bool is_field_char(unsigned char c)
 {
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
+    return char_class[c] & CC_FIELD;
 }
 
-/* unreserved / sub-delims (RFC 3986 2.2, 2.3); '%' is checked apart. */
 static bool is_reg_name_char(unsigned char c)
 {
-    if (is_alpha(c) || is_digit(c))
-        return true;
-    return c != '\0' && strchr("-._~!$&'()*+,;=", c) != NULL;
+    return char_class[c] & CC_REG;
 }
 
 static unsigned char lower(unsigned char c)
 {
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
+    return lower_of[c];
 }
 
-static bool ieq(const char *p, size_t n, const char *lit)
+/* p[0..n) equals the lowercase literal lit[0..n) ignoring the case of p. */
+static bool ieq_n(const char *p, const char *lit, size_t n)
 {
-    if (strlen(lit) != n)
-        return false;
     for (size_t i = 0; i < n; i++)
         if (lower((unsigned char)p[i]) != (unsigned char)lit[i])
             return false;
     return true;
 }
+
+/* The lowercase literal's length is known where it is written ("" lit:
+ * only a literal compiles). */
+#define IEQ_LIT(p, n, lit) ((n) == sizeof("" lit) - 1 && ieq_n(p, lit, sizeof(lit) - 1))
 
 static bool all_tchar(const char *p, size_t n)
 {
@@ -173,6 +210,55 @@ static bool all_tchar(const char *p, size_t n)
 static struct veil_h1_span span(size_t off, size_t len)
 {
     return (struct veil_h1_span){.off = (uint32_t)off, .len = (uint32_t)len};
+}
+
+/*
+ * Word-at-a-time tests on 8 bytes. In v - 0x0101..01 * n a borrow only
+ * starts at a byte below n, so the lowest byte flagged is exactly the first
+ * such byte (the flags above it may be wrong).
+ */
+#define BYTES8(b) (0x0101010101010101ull * (b))
+
+/* The 8 bytes at p, any alignment, byte i in bits 8i..8i+7. */
+static uint64_t load8(const char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+/* The first byte below 0x0e, as NUL, LF and CR are (HTAB and a few other
+ * CTLs too), has its top bit set; 0 if there is none. */
+static uint64_t low_bytes(uint64_t v)
+{
+    return (v - BYTES8(0x0e)) & ~v & BYTES8(0x80);
+}
+
+/* One of the bytes at p is a CTL: below 0x20 (HTAB too) or DEL. */
+static bool word_has_ctl(const char *p)
+{
+    uint64_t v = load8(p), del = v ^ BYTES8(0x7f);
+    return ((((v - BYTES8(0x20)) & ~v) | ((del - BYTES8(0x01)) & ~del)) & BYTES8(0x80)) != 0;
+}
+
+/* All of p[0..n) are field characters. Words first (the last one overlaps
+ * the one before); if one holds a CTL, HTAB perhaps, byte by byte. */
+static bool all_field_chars(const char *p, size_t n)
+{
+    if (n >= 8) {
+        size_t i = 0;
+        while (i + 8 < n && !word_has_ctl(p + i))
+            i += 8;
+        if (i + 8 >= n && !word_has_ctl(p + n - 8))
+            return true;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!is_field_char((unsigned char)p[i]))
+            return false;
+    return true;
 }
 
 /* ---- scanning for the end of a head ---- */
@@ -240,15 +326,26 @@ static enum veil_h1_error scan(struct veil_h1_parser *p, const char *buf, size_t
 
     *head_len = 0;
     while (i < end) {
+        /* Bytes that are none of NUL, CR and LF are stepped over: a word
+         * at a time up to the first that could be one. */
+        if (end - i >= 8) {
+            uint64_t m = low_bytes(load8(buf + i));
+            if (m == 0) {
+                i += 8;
+                continue;
+            }
+            i += (size_t)__builtin_ctzll(m) / 8;
+        }
         unsigned char c = (unsigned char)buf[i];
+        if (char_class[c] & CC_PLAIN) {
+            i++;
+            continue;
+        }
         if (c == '\0')
             return VEIL_H1_E_NUL;
         if (c == '\n')
             return VEIL_H1_E_BARE_LF;
-        if (c != '\r') {
-            i++;
-            continue;
-        }
+        /* a CR */
         if (i + 1 == end)
             break; /* the LF, if any, is not here yet */
         if (buf[i + 1] != '\n')
@@ -308,14 +405,16 @@ static bool authority_ok(const char *p, size_t n, bool port_required)
             return false;
         i++;
     } else {
-        while (i < n && p[i] != ':') {
-            if (p[i] == '%') {
+        while (i < n) {
+            if (is_reg_name_char((unsigned char)p[i])) {
+                i++; /* neither ':' nor '%' is one */
+            } else if (p[i] == ':') {
+                break;
+            } else if (p[i] == '%') {
                 if (n - i < 3 || hex_value((unsigned char)p[i + 1]) < 0 ||
                     hex_value((unsigned char)p[i + 2]) < 0)
                     return false;
                 i += 3;
-            } else if (is_reg_name_char((unsigned char)p[i])) {
-                i++;
             } else {
                 return false;
             }
@@ -355,14 +454,11 @@ static bool absolute_ok(const char *p, size_t n)
     return authority_ok(p + a, i - a, false);
 }
 
-/* Visible ASCII but '#' (RFC 9112 3.2: no fragment). */
 static bool target_chars_ok(const char *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c <= 0x20 || c >= 0x7f || c == '#')
+    for (size_t i = 0; i < n; i++)
+        if (!(char_class[(unsigned char)p[i]] & CC_TARGET))
             return false;
-    }
     return true;
 }
 
@@ -448,9 +544,8 @@ static enum veil_h1_error status_line(const char *buf, size_t s, size_t e, struc
         return VEIL_H1_E_STATUS;
     if (c < e)
         c++;
-    for (size_t i = c; i < e; i++)
-        if (!is_field_char((unsigned char)buf[i]))
-            return VEIL_H1_E_STATUS_LINE;
+    if (!all_field_chars(buf + c, e - c))
+        return VEIL_H1_E_STATUS_LINE;
     h->reason = span(c, e - c);
     return VEIL_H1_OK;
 }
@@ -495,13 +590,16 @@ static enum veil_h1_error field_line(const char *buf, size_t s, size_t e, struct
 {
     if (is_ows((unsigned char)buf[s]))
         return VEIL_H1_E_OBS_FOLD;
-    const char *colon = memchr(buf + s, ':', e - s);
-    if (colon == NULL)
-        return VEIL_H1_E_FIELD_NO_COLON;
-    size_t c = (size_t)(colon - buf);
     size_t i = s;
-    while (i < c && is_tchar((unsigned char)buf[i]))
+    while (i < e && is_tchar((unsigned char)buf[i]))
         i++;
+    size_t c = i; /* the first ':' when it ends the token (no tchar is a ':') */
+    if (i == e || buf[i] != ':') {
+        const char *colon = memchr(buf + s, ':', e - s);
+        if (colon == NULL)
+            return VEIL_H1_E_FIELD_NO_COLON;
+        c = (size_t)(colon - buf);
+    }
     if (i == s)
         return VEIL_H1_E_FIELD_NAME;
     if (i < c) {
@@ -515,9 +613,8 @@ static enum veil_h1_error field_line(const char *buf, size_t s, size_t e, struct
         v++;
     while (w > v && is_ows((unsigned char)buf[w - 1]))
         w--;
-    for (size_t k = v; k < w; k++)
-        if (!is_field_char((unsigned char)buf[k]))
-            return VEIL_H1_E_FIELD_VALUE;
+    if (!all_field_chars(buf + v, w - v))
+        return VEIL_H1_E_FIELD_VALUE;
     f->name = span(s, c - s);
     f->value = span(v, w - v);
     return VEIL_H1_OK;
@@ -554,7 +651,7 @@ static enum veil_h1_error transfer_encoding(const char *v, size_t n, struct seen
     while (list_next(&it, &el, &len)) {
         if (!all_tchar(el, len))
             return VEIL_H1_E_TE_INVALID;
-        s->te_last_chunked = ieq(el, len, "chunked");
+        s->te_last_chunked = IEQ_LIT(el, len, "chunked");
         if (s->te_last_chunked)
             s->te_chunked++;
         else
@@ -569,11 +666,11 @@ static void connection(const char *v, size_t n, struct veil_h1_head *h)
     const char *el;
     size_t len;
     while (list_next(&it, &el, &len)) {
-        if (ieq(el, len, "close"))
+        if (IEQ_LIT(el, len, "close"))
             h->flags |= VEIL_H1_F_CONN_CLOSE;
-        else if (ieq(el, len, "keep-alive"))
+        else if (IEQ_LIT(el, len, "keep-alive"))
             h->flags |= VEIL_H1_F_CONN_KEEP_ALIVE;
-        else if (ieq(el, len, "upgrade"))
+        else if (IEQ_LIT(el, len, "upgrade"))
             h->flags |= VEIL_H1_F_CONN_UPGRADE;
     }
 }
@@ -586,23 +683,23 @@ static enum veil_h1_error field_meaning(const char *buf, const struct veil_h1_he
     size_t n = f->value.len;
     switch (f->name.len) {
     case 4:
-        if (ieq(name, 4, "host") && s->host++ == 0)
+        if (IEQ_LIT(name, 4, "host") && s->host++ == 0)
             h->host = f->value;
         break;
     case 7:
-        if (ieq(name, 7, "upgrade") && s->upgrade++ == 0)
+        if (IEQ_LIT(name, 7, "upgrade") && s->upgrade++ == 0)
             h->upgrade = f->value;
         break;
     case 10:
-        if (ieq(name, 10, "connection"))
+        if (IEQ_LIT(name, 10, "connection"))
             connection(v, n, h);
         break;
     case 14:
-        if (ieq(name, 14, "content-length"))
+        if (IEQ_LIT(name, 14, "content-length"))
             return content_length(v, n, s);
         break;
     case 17:
-        if (ieq(name, 17, "transfer-encoding"))
+        if (IEQ_LIT(name, 17, "transfer-encoding"))
             return transfer_encoding(v, n, s);
         break;
     default:
@@ -786,15 +883,15 @@ bool veil_h1_span_eq(const char *buf, struct veil_h1_span sp, const char *s)
     return strlen(s) == sp.len && memcmp(buf + sp.off, s, sp.len) == 0;
 }
 
+/* No strlen(s): stops at the first byte that differs, or at the end of s
+ * before the end of the span. */
 bool veil_h1_span_ieq(const char *buf, struct veil_h1_span sp, const char *s)
 {
-    size_t n = strlen(s);
-    if (n != sp.len)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (lower((unsigned char)buf[sp.off + i]) != lower((unsigned char)s[i]))
+    const char *p = buf + sp.off;
+    for (size_t i = 0; i < sp.len; i++)
+        if (s[i] == '\0' || lower((unsigned char)p[i]) != lower((unsigned char)s[i]))
             return false;
-    return true;
+    return s[sp.len] == '\0';
 }
 
 const struct veil_h1_header *veil_h1_header_find(const struct veil_h1_head *h, const char *buf,

@@ -93,6 +93,12 @@ bool veil_h1_span_eq(const char *buf, struct veil_h1_span sp, const char *s);
 /* True if the span holds `s` ignoring ASCII case. */
 bool veil_h1_span_ieq(const char *buf, struct veil_h1_span sp, const char *s);
 
+/* veil_h1_span_ieq() for a string literal `lit` (nothing else compiles): a
+ * span of another length is told apart without a call. `sp` is evaluated
+ * twice. */
+#define VEIL_H1_SPAN_IEQ_LIT(buf, sp, lit)                                                         \
+    ((sp).len == sizeof("" lit) - 1 && veil_h1_span_ieq(buf, sp, lit))
+
 /* The first field named `name` (any case) after `prev` (NULL: from the
  * first), or NULL. */
 const struct veil_h1_header *veil_h1_header_find(const struct veil_h1_head *h, const char *buf,

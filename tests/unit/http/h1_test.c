@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http/h1.h"
+/* The .c under test, to reach the character table and the word tests. */
+#include "http/h1.c"
 
 static struct veil_h1_header hdrs[VEIL_H1_HEAD_FIELDS_MAX];
 
@@ -193,6 +194,251 @@ static void refuse_chunked_lim(const char *s, const struct veil_h1_limits *lim,
 static void refuse_chunked(const char *s, enum veil_h1_error want)
 {
     refuse_chunked_lim(s, NULL, want);
+}
+
+/* ---- the character table and the word-at-a-time scans ---- */
+
+/* The classes as h1.c wrote them before the table: the definitions. */
+static bool ref_alnum(unsigned c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool ref_tchar(unsigned c)
+{
+    return ref_alnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", (int)c) != NULL);
+}
+
+static bool ref_field_char(unsigned c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static bool ref_reg_name_char(unsigned c)
+{
+    return ref_alnum(c) || (c != '\0' && strchr("-._~!$&'()*+,;=", (int)c) != NULL);
+}
+
+static bool ref_target_char(unsigned c)
+{
+    return !(c <= 0x20 || c >= 0x7f || c == '#');
+}
+
+static unsigned ref_lower(unsigned c)
+{
+    return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c;
+}
+
+static void test_char_table(void **state)
+{
+    (void)state;
+    for (unsigned c = 0; c < 256; c++) {
+        unsigned char b = (unsigned char)c;
+        if (is_tchar(b) != ref_tchar(c) || is_field_char(b) != ref_field_char(c) ||
+            is_reg_name_char(b) != ref_reg_name_char(c) ||
+            ((char_class[c] & CC_TARGET) != 0) != ref_target_char(c) ||
+            ((char_class[c] & CC_PLAIN) != 0) != (c != '\0' && c != '\r' && c != '\n') ||
+            lower(b) != ref_lower(c))
+            fail_msg("byte 0x%02x: table %02x", c, char_class[c]);
+    }
+}
+
+/* low_bytes() flags exactly the first byte below 0x0e, word_has_ctl() any
+ * CTL: against byte-by-byte answers, on words made mostly of edge bytes. */
+static void test_word_tests(void **state)
+{
+    static const unsigned char edge[] = {0x00, 0x01, '\t', '\n', '\r', 0x0e, 0x1f, ' ',
+                                         'a',  0x7e, 0x7f, 0x80, 0x8d, 0xfe, 0xff};
+    uint32_t x = 12345;
+    (void)state;
+    for (int round = 0; round < 200000; round++) {
+        char w[8];
+        size_t first = 8;
+        bool ctl = false;
+        for (size_t i = 0; i < 8; i++) {
+            x = x * 1103515245u + 12345u;
+            unsigned r = x >> 16;
+            w[i] = (char)(r % 4 == 0 ? (unsigned char)(r >> 2) : edge[(r >> 2) % sizeof(edge)]);
+            unsigned char b = (unsigned char)w[i];
+            if (b < 0x0e && first == 8)
+                first = i;
+            ctl |= b < 0x20 || b == 0x7f;
+        }
+        uint64_t m = low_bytes(load8(w));
+        assert_int_equal(m == 0 ? 8 : (size_t)__builtin_ctzll(m) / 8, first);
+        assert_int_equal(word_has_ctl(w), ctl);
+    }
+}
+
+/* scan() as it was, one byte at a time: the error of the first offending
+ * byte in b[0..n), and in *known the shortest prefix that shows it. Stops
+ * at the blank line ending the head. */
+static enum veil_h1_error ref_scan(const char *b, size_t n, size_t *known)
+{
+    size_t line = 0;
+    for (size_t i = 0; i < n; i++) {
+        *known = i + 1;
+        if (b[i] == '\0')
+            return VEIL_H1_E_NUL;
+        if (b[i] == '\n')
+            return VEIL_H1_E_BARE_LF;
+        if (b[i] != '\r' || i + 1 == n)
+            continue;
+        *known = i + 2;
+        if (b[i + 1] != '\n')
+            return VEIL_H1_E_BARE_CR;
+        if (i == line && line > 0)
+            break;
+        line = i + 2;
+        i++;
+    }
+    *known = 0;
+    return VEIL_H1_OK;
+}
+
+/* Parses b[0..n) in one call from an exact-size copy; the error. */
+static enum veil_h1_error parse_copy(const char *b, size_t n, ssize_t *ret)
+{
+    struct veil_h1_parser p;
+    struct veil_h1_head h;
+    char *copy = malloc(n > 0 ? n : 1);
+    assert_non_null(copy);
+    memcpy(copy, b, n);
+    veil_h1_parser_init(&p, NULL);
+    *ret = veil_h1_parse_request(&p, copy, n, &h, hdrs, VEIL_H1_HEAD_FIELDS_MAX);
+    free(copy);
+    return veil_h1_parser_error(&p);
+}
+
+/* One head with bad bytes put in: the error the byte-by-byte scan gives,
+ * found once the prefix that shows it is there and not before, in one
+ * call, and in two calls split at `split`. */
+static void check_bad_head(const char *b, size_t n, size_t split)
+{
+    size_t known;
+    enum veil_h1_error want = ref_scan(b, n, &known), err;
+    ssize_t ret;
+    assert_int_not_equal(want, VEIL_H1_OK);
+    err = parse_copy(b, n, &ret);
+    if (err != want)
+        fail_msg("got \"%s\", want \"%s\"", veil_h1_strerror(err), veil_h1_strerror(want));
+    assert_int_equal(ret, errno_of(want));
+    assert_int_equal(parse_copy(b, known, &ret), want);
+    assert_int_equal(parse_copy(b, known - 1, &ret), VEIL_H1_OK);
+    assert_int_equal(ret, -EAGAIN);
+
+    struct veil_h1_parser p;
+    struct veil_h1_head h;
+    veil_h1_parser_init(&p, NULL);
+    ret = veil_h1_parse_request(&p, b, split < n ? split : n, &h, hdrs, VEIL_H1_HEAD_FIELDS_MAX);
+    if (ret == -EAGAIN)
+        ret = veil_h1_parse_request(&p, b, n, &h, hdrs, VEIL_H1_HEAD_FIELDS_MAX);
+    assert_int_equal(veil_h1_parser_error(&p), want);
+    assert_int_equal(ret, errno_of(want));
+}
+
+/* NUL, bare CR and bare LF at every position 0..300 of a long head (the
+ * word-at-a-time scan meets them at every offset in a word), alone and
+ * followed by another of them. */
+static void test_scan_bad_byte_everywhere(void **state)
+{
+    static const char bad[] = {'\0', '\r', '\n'};
+    char good[512], b[520];
+    int glen = snprintf(good, sizeof(good),
+                        "GET /a/long/path/to/somewhere?with=a&query=string HTTP/1.1\r\n"
+                        "Host: backend.example.com:8080\r\n"
+                        "User-Agent: test/1.0 (a \tlonger one)\r\n"
+                        "Accept: */*\r\n"
+                        "X-Pad: %s\r\n"
+                        "\r\n",
+                        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                        "0123456789");
+    (void)state;
+    assert_true(glen > 340 && (size_t)glen < sizeof(good));
+    size_t n = (size_t)glen;
+    struct veil_h1_head h;
+    enum veil_h1_error err;
+    assert_int_equal(parse(false, VEIL_H1_M_OTHER, good, n, NULL, &h, &err), glen);
+
+    for (size_t pos = 0; pos <= 300; pos++) {
+        for (size_t k = 0; k < sizeof(bad); k++) {
+            /* one bad byte put in at pos */
+            memcpy(b, good, pos);
+            b[pos] = bad[k];
+            memcpy(b + pos + 1, good + pos, n - pos);
+            check_bad_head(b, n + 1, pos);
+            check_bad_head(b, n + 1, pos / 2);
+            /* and another, of a different kind, a few bytes on */
+            size_t pos2 = pos + 2 + pos % 11;
+            memmove(b + pos2 + 1, b + pos2, n + 1 - pos2);
+            b[pos2] = bad[(k + 1 + pos % 2) % sizeof(bad)];
+            check_bad_head(b, n + 2, pos + 1);
+        }
+    }
+}
+
+/* A CTL at every position of a field value and a reason phrase, across
+ * the words all_field_chars() looks at. */
+static void test_field_value_ctl_everywhere(void **state)
+{
+    static const char ctl[] = {'\x01', '\x1f', '\x7f', '\x0b'};
+    (void)state;
+    for (size_t vlen = 1; vlen <= 40; vlen++) {
+        for (size_t pos = 0; pos < vlen; pos++) {
+            for (size_t k = 0; k < sizeof(ctl); k++) {
+                char v[41], b[128];
+                memset(v, 'v', vlen);
+                v[vlen] = '\0';
+                if (vlen > 2)
+                    v[vlen / 2] = '\t'; /* an HTAB is fine anywhere */
+                v[pos] = ctl[k];
+                v[0] = v[0] == '\t' ? 'v' : v[0];
+                snprintf(b, sizeof(b), "GET / HTTP/1.1\r\nHost: a\r\nX: %s\r\n\r\n", v);
+                refuse_req(b, VEIL_H1_E_FIELD_VALUE);
+                snprintf(b, sizeof(b), "HTTP/1.1 200 %s\r\n\r\n", v);
+                refuse_resp(b, VEIL_H1_E_STATUS_LINE);
+            }
+        }
+        char v[41], b[128];
+        struct veil_h1_head h;
+        memset(v, 'v', vlen);
+        v[vlen] = '\0';
+        if (vlen > 2)
+            v[vlen / 2] = '\t';
+        snprintf(b, sizeof(b), "GET / HTTP/1.1\r\nHost: a\r\nX: %s\r\n\r\n", v);
+        assert_true(req(b, &h) > 0);
+        assert_true(h.nheaders == 2 && h.headers[1].value.len == vlen);
+        snprintf(b, sizeof(b), "HTTP/1.1 200 %s\xff\r\n\r\n", v);
+        assert_true(resp(VEIL_H1_M_GET, b, &h) > 0);
+        assert_int_equal(h.reason.len, vlen + 1);
+    }
+}
+
+/* veil_h1_span_ieq() without strlen: the same answers as with it. */
+static void test_span_ieq(void **state)
+{
+    static const char buf[] = "Content-LENGTH\0te\0x";
+    static const char *const lits[] = {
+        "content-length", "CONTENT-LENGTH", "content-lengt", "content-lengthx", "", "te", "t",
+        "te\0x"};
+    (void)state;
+    for (uint32_t off = 0; off < sizeof(buf) - 1; off++) {
+        for (uint32_t len = 0; off + len <= sizeof(buf) - 1; len++) {
+            struct veil_h1_span sp = {.off = off, .len = len};
+            for (size_t k = 0; k < sizeof(lits) / sizeof(lits[0]); k++) {
+                const char *s = lits[k];
+                bool want = strlen(s) == len;
+                for (size_t i = 0; want && i < len; i++)
+                    want = ref_lower((unsigned char)buf[off + i]) == ref_lower((unsigned char)s[i]);
+                assert_int_equal(veil_h1_span_ieq(buf, sp, s), want);
+            }
+            assert_int_equal(VEIL_H1_SPAN_IEQ_LIT(buf, sp, "content-length"),
+                             veil_h1_span_ieq(buf, sp, "content-length"));
+            assert_int_equal(VEIL_H1_SPAN_IEQ_LIT(buf, sp, ""), len == 0);
+        }
+    }
 }
 
 /* ---- good messages ---- */
@@ -1030,6 +1276,11 @@ static void test_refuse_truncated_body(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_char_table),
+        cmocka_unit_test(test_word_tests),
+        cmocka_unit_test(test_scan_bad_byte_everywhere),
+        cmocka_unit_test(test_field_value_ctl_everywhere),
+        cmocka_unit_test(test_span_ieq),
         cmocka_unit_test(test_get_no_body),
         cmocka_unit_test(test_post_content_length),
         cmocka_unit_test(test_chunked_byte_by_byte),
