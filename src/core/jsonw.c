@@ -2,6 +2,7 @@
 #include "core/jsonw.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 void veil_jw_raw(struct veil_jw *w, const char *s, size_t n)
@@ -53,6 +54,20 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 #define PLAIN64(c) PLAIN16(c), PLAIN16((c) + 16), PLAIN16((c) + 32), PLAIN16((c) + 48)
 static const bool plain[256] = {PLAIN64(0), PLAIN64(64), PLAIN64(128), PLAIN64(192)};
 
+/* Whether one of the 8 bytes at p may need an escape: below 0x20, 0x80 or
+ * above, '"' or '\\'. Never false when one does; may be true when none
+ * does (the byte loop after it decides). (v - 0x0101..01 * k) & ~v has a
+ * top bit set where a byte below k is, and only if there is one. */
+static bool word_special(const char *p)
+{
+    const uint64_t ones = 0x0101010101010101ull, tops = ones * 0x80;
+    uint64_t v, q, b;
+    memcpy(&v, p, sizeof(v));
+    q = v ^ (ones * '"');
+    b = v ^ (ones * '\\');
+    return ((v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & tops) != 0;
+}
+
 void veil_jw_esc(struct veil_jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -60,6 +75,8 @@ void veil_jw_esc(struct veil_jw *w, const char *s, size_t n)
     size_t i = 0;
     while (i < n && !w->over) {
         size_t run = i; /* bytes that need no escape, copied in one piece */
+        while (n - run >= 8 && !word_special(s + run))
+            run += 8;
         while (run < n && plain[p[run]])
             run++;
         if (run > i) { /* any prefix of such a run is whole pieces: keep what fits */

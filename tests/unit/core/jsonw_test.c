@@ -69,6 +69,31 @@ static void test_every_byte(void **state)
     }
 }
 
+/* A byte to escape at every position of a long string, plain bytes on
+ * both sides (the writer skips plain bytes 8 at a time): the same text as
+ * escaping it alone between the two plain runs. */
+static void test_escape_at_every_position(void **state)
+{
+    (void)state;
+    static const unsigned char special[] = {'"', '\\', '\n', 0x01, 0x1f, 0x7f, 0xc3, 0xff};
+    for (size_t k = 0; k < sizeof(special); k++) {
+        for (size_t at = 0; at < 40; at++) {
+            char in[41], buf[256], want[256], one[32];
+            memset(in, 'a', sizeof(in));
+            in[at] = (char)special[k];
+            bool over;
+            str(in + at, 1, one, sizeof(one), &over);
+            one[strlen(one) - 1] = '\0'; /* without its quotes */
+            snprintf(want, sizeof(want), "\"%.*s%s%.*s\"", (int)at, in, one + 1,
+                     (int)(sizeof(in) - at - 1), in + at + 1);
+            if (special[k] == 0x7f) /* DEL is printable ASCII for JSON: copied as it is */
+                assert_string_equal(one + 1, "\x7f");
+            assert_string_equal(str(in, sizeof(in), buf, sizeof(buf), &over), want);
+            assert_false(over);
+        }
+    }
+}
+
 static void test_utf8(void **state)
 {
     (void)state;
@@ -142,6 +167,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_every_byte),
+        cmocka_unit_test(test_escape_at_every_position),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_bounded),
         cmocka_unit_test(test_numbers_and_raw),
