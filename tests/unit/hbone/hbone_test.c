@@ -787,17 +787,24 @@ static bool pool_idle_closed(struct env *e)
     return ps.connections == 0 && server_pumps_done(e);
 }
 
-static void idle_h2c_closed(void **state)
+/* Starts the servers and opens one tunnel of n bytes to the echo server
+ * (the pool copies what it keeps of the dial). */
+static void echo_tunnel(struct env *e, struct tunnel *t, size_t n, uint8_t seed)
 {
-    struct env *e = *state;
-    e->po.limits.idle_ms = 30;
     start_servers(e);
     char auth[64];
     echo_authority(e, auth, sizeof(auth));
     struct veil_hbone_dial d;
     dial_for(e, &d, auth);
+    tunnel_open(e, t, &d, n, seed);
+}
+
+static void idle_h2c_closed(void **state)
+{
+    struct env *e = *state;
+    e->po.limits.idle_ms = 30;
     struct tunnel t;
-    tunnel_open(e, &t, &d, 1000, 3);
+    echo_tunnel(e, &t, 1000, 3);
     e->until = pool_idle_closed;
     run(e);
     assert_true(t.done && !t.failed);
@@ -847,13 +854,8 @@ static void held_tls_buffers_go_when_quiet(void **state)
     assert_int_equal(SSL_CTX_get_mode(e->cli_tls->_ssl_ctx) & SSL_MODE_RELEASE_BUFFERS, 0);
     assert_int_not_equal(SSL_CTX_get_mode(e->foreign_tls->_ssl_ctx) & SSL_MODE_RELEASE_BUFFERS,
                          0); /* the default */
-    start_servers(e);
-    char auth[64];
-    echo_authority(e, auth, sizeof(auth));
-    struct veil_hbone_dial d;
-    dial_for(e, &d, auth);
     struct tunnel t;
-    tunnel_open(e, &t, &d, 1000, 5);
+    echo_tunnel(e, &t, 1000, 5);
     e->until = server_pumps_done;
     run(e);
     assert_true(t.done && !t.failed);
